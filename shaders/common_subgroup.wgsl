@@ -1,0 +1,72 @@
+// common_subgroup.wgsl: the prelude shared by every sslf kernel, subgroup variant.
+//
+// The loader (src/backend/gpu/shaders.rs) prepends this file, or common_subgroup.wgsl when the
+// adapter has Features::SUBGROUP, to each kernel file. Both define:
+// - `Params`: the one uniform block of every dispatch (mirrored by `Params` in Rust, 64 bytes);
+// - `Ids`: the builtins an entry point receives;
+// - `wg_reduce(v, ids)`: the sum of `v` over the 256 invocations of a workgroup, valid in
+//   invocation 0, in a fixed order (a shared-memory tree), so results are deterministic.
+//
+// Every entry point uses @workgroup_size(256) and a grid-stride loop over `p.n` items from a grid
+// of at most 65,535 workgroups in x, so no dispatch exceeds the per-dimension limit.
+
+struct Params {
+    n: u32,          // items (elements, rows or entries) in this dispatch
+    start: u32,      // first element (range ops) or first global row (row passes)
+    f: u32,          // rank
+    flags: u32,      // bit 0 biases, 1 udv, 2 hessian, 3 d-block, 4 write out
+    own: u32,        // offset of the own factor block (P for user rows, Q for item rows)
+    other: u32,      // offset of the other factor block
+    own_bias: u32,   // offset of the own bias block
+    other_bias: u32, // offset of the other bias block
+    d_off: u32,      // offset of d (UDV)
+    part: u32,       // first partial slot written by this dispatch
+    a: f32,          // scalars: their meaning is given per entry point
+    b: f32,
+    c: f32,
+    d: f32,
+    e: f32,
+    g: f32,
+}
+
+struct Ids {
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) n_sg: u32,
+}
+
+const WG: u32 = 256u;
+const FLAG_BIASES: u32 = 1u;
+const FLAG_UDV: u32 = 2u;
+const FLAG_HESSIAN: u32 = 4u;
+const FLAG_DBLOCK: u32 = 8u;
+const FLAG_WRITE: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, 256>;
+
+fn has(flag: u32) -> bool {
+    return (p.flags & flag) != 0u;
+}
+
+// Subgroup sums first (subgroupAdd, whatever the subgroup size the device runs), then invocation 0
+// adds the per-subgroup sums in subgroup order. No `enable subgroups;` line: naga 30 rejects it and
+// needs only Features::SUBGROUP.
+fn wg_reduce(v: f32, ids: Ids) -> f32 {
+    let s = subgroupAdd(v);
+    if (ids.lane == 0u) {
+        red[ids.sg] = s;
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    for (var k = 0u; k < ids.n_sg; k = k + 1u) {
+        total = total + red[k];
+    }
+    workgroupBarrier();
+    return total;
+}

@@ -1,0 +1,180 @@
+//! The compute layer. One [`Backend`] trait, two implementations: [`cpu::CpuBackend`] (rayon) and
+//! [`gpu::GpuBackend`] (wgpu). A backend owns device-resident vectors and rating matrices and
+//! executes operations on them; it never decides anything (tolerances, convergence, damping are the
+//! solvers' business). The host sees only the scalars it asks for (dots, norms, losses), returned
+//! as f64 from per-partition partials added in a fixed order.
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::data::{Matrix, Ratings};
+use crate::error::Result;
+use crate::model::Layout;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// Which curvature the product computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Curvature {
+    /// G = JᵀJ: positive semidefinite.
+    #[default]
+    GaussNewton,
+    /// The true Hessian of ½Σe²: G minus the residual-weighted second derivatives of r̂. Indefinite.
+    Hessian,
+}
+
+/// Sums over a set of entries, from which RMSE and MAE follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct EvalSums {
+    pub count: u64,
+    pub sse: f64,
+    pub sae: f64,
+    /// Same, with predictions clipped to the rating range.
+    pub sse_clipped: f64,
+    pub sae_clipped: f64,
+}
+
+impl EvalSums {
+    pub fn rmse(&self) -> f64 {
+        (self.sse / self.count.max(1) as f64).sqrt()
+    }
+    pub fn mae(&self) -> f64 {
+        self.sae / self.count.max(1) as f64
+    }
+    pub fn rmse_clipped(&self) -> f64 {
+        (self.sse_clipped / self.count.max(1) as f64).sqrt()
+    }
+    pub fn mae_clipped(&self) -> f64 {
+        self.sae_clipped / self.count.max(1) as f64
+    }
+}
+
+/// What a backend runs on, for logs and summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceInfo {
+    /// `cpu` or `gpu`.
+    pub backend: String,
+    /// Human-readable device name (CPU thread count, or the adapter name and API).
+    pub name: String,
+    /// Device type as wgpu reports it (`Cpu` for lavapipe), or `Host`.
+    pub device_type: String,
+}
+
+/// Element-wise and reduction operations on device vectors (the BLAS-1 needed by CG, GD and Adam).
+///
+/// Every reduction returns an f64 computed from per-partition partials summed in a fixed order, so
+/// one input gives the same bits on every run.
+pub trait VectorOps {
+    /// A device-resident f32 vector.
+    type Vector: Send + Sync;
+
+    fn upload(&self, data: &[f32]) -> Result<Self::Vector>;
+    fn zeros(&self, len: usize) -> Result<Self::Vector>;
+    fn download(&self, v: &Self::Vector) -> Result<Vec<f32>>;
+    fn vec_len(&self, v: &Self::Vector) -> usize;
+
+    /// dst ← src.
+    fn copy(&self, src: &Self::Vector, dst: &mut Self::Vector) -> Result<()>;
+    /// v ← value.
+    fn fill(&self, v: &mut Self::Vector, value: f32) -> Result<()>;
+    /// y ← y + a·x.
+    fn axpy(&self, a: f32, x: &Self::Vector, y: &mut Self::Vector) -> Result<()>;
+    /// y ← x + b·y (the CG direction update).
+    fn xpby(&self, x: &Self::Vector, b: f32, y: &mut Self::Vector) -> Result<()>;
+    /// out ← y + a·x (the SAM ascent point θ̃ = θ + a·g).
+    fn waxpy(&self, a: f32, x: &Self::Vector, y: &Self::Vector, out: &mut Self::Vector)
+        -> Result<()>;
+    /// x ← a·x.
+    fn scale(&self, a: f32, x: &mut Self::Vector) -> Result<()>;
+    /// y ← y + d⊙x.
+    fn mul_add(&self, d: &Self::Vector, x: &Self::Vector, y: &mut Self::Vector) -> Result<()>;
+    /// xᵀy.
+    fn dot(&self, x: &Self::Vector, y: &Self::Vector) -> Result<f64>;
+    /// Σ d_k x_k y_k.
+    fn wdot(&self, d: &Self::Vector, x: &Self::Vector, y: &Self::Vector) -> Result<f64>;
+    /// Σ_{k∈range} x_k².
+    fn norm_sq_range(&self, x: &Self::Vector, range: Range<usize>) -> Result<f64>;
+    /// x_k ← a·x_k for k ∈ range.
+    fn scale_range(&self, x: &mut Self::Vector, range: Range<usize>, a: f32) -> Result<()>;
+    /// x_k ← max(x_k, lo) for k ∈ range.
+    fn clamp_min_range(&self, x: &mut Self::Vector, range: Range<usize>, lo: f32) -> Result<()>;
+    /// One fused Adam step: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+    /// θ ← θ − lr·(c₁m)/(√(c₂v) + ε), with the bias corrections c₁ = 1/(1−β₁ᵗ), c₂ = 1/(1−β₂ᵗ).
+    #[allow(clippy::too_many_arguments)]
+    fn adam_step(
+        &self,
+        theta: &mut Self::Vector,
+        g: &Self::Vector,
+        m: &mut Self::Vector,
+        v: &mut Self::Vector,
+        hyper: AdamHyper,
+    ) -> Result<()>;
+}
+
+/// Scalars of one Adam step (see [`VectorOps::adam_step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub c1: f32,
+    pub c2: f32,
+}
+
+/// Sparse model operations: one pass over the known entries each, as row reductions over the CSR
+/// (user side) and the CSC (item side). The ridge term is not included; the problem adds it with
+/// vector ops.
+pub trait SparseOps: VectorOps {
+    /// Training data resident on the device (CSR by user and CSC by item).
+    type Matrix: Send + Sync;
+    /// Evaluation entries resident on the device.
+    type Entries: Send + Sync;
+
+    fn upload_matrix(&self, m: &Matrix) -> Result<Self::Matrix>;
+    fn upload_entries(&self, r: &Ratings) -> Result<Self::Entries>;
+
+    /// Σ e_ui² over the training entries at θ, with e = r − r̂.
+    fn sq_error(&self, m: &Self::Matrix, layout: &Layout, theta: &Self::Vector) -> Result<f64>;
+    /// grad ← ∇_θ ½Σe² = Jᵀ(−e); returns Σe² (two passes: users, then items).
+    fn gradient(
+        &self,
+        m: &Self::Matrix,
+        layout: &Layout,
+        theta: &Self::Vector,
+        grad: &mut Self::Vector,
+    ) -> Result<f64>;
+    /// out ← G·v with G = JᵀJ at θ, or the true Hessian of ½Σe² (two passes).
+    fn curvature_product(
+        &self,
+        m: &Self::Matrix,
+        layout: &Layout,
+        theta: &Self::Vector,
+        v: &Self::Vector,
+        out: &mut Self::Vector,
+        curvature: Curvature,
+    ) -> Result<()>;
+    /// Error sums of r̂ against the given entries; clipped sums clip r̂ to `clip`.
+    fn evaluate(
+        &self,
+        e: &Self::Entries,
+        layout: &Layout,
+        theta: &Self::Vector,
+        clip: (f32, f32),
+    ) -> Result<EvalSums>;
+}
+
+/// A compute device: vector and sparse ops, plus device facts and synchronisation.
+pub trait Backend: SparseOps + Send + Sync {
+    fn info(&self) -> DeviceInfo;
+    /// Blocks until all submitted work has finished (inside timed regions of benchmarks).
+    fn sync(&self) -> Result<()>;
+}
+
+/// Splits `0..n` into consecutive ranges of at most `chunk` elements. The partition depends only on
+/// `n` and `chunk`, which fixes the order of every reduction built on it.
+pub fn partition(n: usize, chunk: usize) -> impl Iterator<Item = Range<usize>> {
+    let chunk = chunk.max(1);
+    (0..n.div_ceil(chunk)).map(move |k| k * chunk..((k + 1) * chunk).min(n))
+}

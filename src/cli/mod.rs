@@ -1,0 +1,348 @@
+//! The command line: parsing, wiring and printing. No numerics live here.
+
+pub mod progress;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::{self, GpuBackend, GpuOptions};
+use crate::backend::Backend;
+use crate::config::{BackendChoice, TrainConfig};
+use crate::data::read::{read_file, write_tsv, DuplicatePolicy, Format};
+use crate::data::synth::{generate, SynthConfig};
+use crate::error::{Error, Result};
+use crate::experiment::observe::{JsonlWriter, Observers};
+use crate::experiment::{self, data::prepare, Summary};
+use crate::model::file::ModelFile;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Second-order and sharpness-aware latent-factor training on sparse HDI data.
+#[derive(Debug, Parser)]
+#[command(name = "sslf", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model from a JSON config (defaults: synthetic data, LF with biases, slf, CPU).
+    Train(TrainArgs),
+    /// Write a synthetic data set as `user<TAB>item<TAB>rating` lines.
+    Gen(GenArgs),
+    /// Evaluate a saved model on a rating file (RMSE and MAE, raw and clipped).
+    Eval(EvalArgs),
+    /// List the wgpu adapters with their limits.
+    Devices,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Config file (JSON); without it, the built-in defaults.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set solver.rho=0.1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Backend: cpu, gpu or auto (overrides train.backend).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Most epochs (overrides train.max_epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seed of the initialisation (overrides train.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output folder (overrides train.output).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Print only the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Output file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = SynthConfig::default().n_users)]
+    pub users: usize,
+    #[arg(long, default_value_t = SynthConfig::default().n_items)]
+    pub items: usize,
+    /// Target number of known entries.
+    #[arg(long, default_value_t = SynthConfig::default().nnz)]
+    pub nnz: usize,
+    /// Rank of the signal.
+    #[arg(long, default_value_t = SynthConfig::default().rank)]
+    pub rank: usize,
+    /// Standard deviation of the noise.
+    #[arg(long, default_value_t = SynthConfig::default().noise)]
+    pub noise: f64,
+    #[arg(long, default_value_t = SynthConfig::default().seed)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model file written by `sslf train`.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Rating file to evaluate on.
+    #[arg(long, short)]
+    pub data: PathBuf,
+    /// Format of the rating file.
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+}
+
+/// A backend chosen at run time.
+pub enum AnyBackend {
+    Cpu(CpuBackend),
+    Gpu(Box<GpuBackend>),
+}
+
+/// Runs `$body` with `$b` bound to the concrete backend.
+#[macro_export]
+macro_rules! with_backend {
+    ($any:expr, $b:ident => $body:expr) => {
+        match $any {
+            $crate::cli::AnyBackend::Cpu($b) => $body,
+            $crate::cli::AnyBackend::Gpu($b) => {
+                let $b = &**$b;
+                $body
+            }
+        }
+    };
+}
+
+impl AnyBackend {
+    /// Opens the backend a config asks for. `auto` takes a hardware GPU when there is one and says
+    /// so when it falls back to the CPU.
+    pub fn open(cfg: &TrainConfig, say: &dyn Fn(&str)) -> Result<AnyBackend> {
+        let opts = GpuOptions::from_config(&cfg.gpu);
+        match cfg.train.backend {
+            BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new(cfg.train.threads)?)),
+            BackendChoice::Gpu => Ok(AnyBackend::Gpu(Box::new(GpuBackend::new(&opts)?))),
+            BackendChoice::Auto => match GpuBackend::new_hardware(&opts) {
+                Ok(g) => Ok(AnyBackend::Gpu(Box::new(g))),
+                Err(e) => {
+                    say(&format!("sslf: no hardware GPU ({e}); falling back to the CPU backend"));
+                    Ok(AnyBackend::Cpu(CpuBackend::new(cfg.train.threads)?))
+                }
+            },
+        }
+    }
+
+    pub fn info(&self) -> crate::backend::DeviceInfo {
+        with_backend!(self, b => b.info())
+    }
+}
+
+/// Parses the arguments and runs the command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train(a),
+        Command::Gen(a) => gen(a),
+        Command::Eval(a) => eval(a),
+        Command::Devices => devices(),
+    }
+}
+
+/// Loads a config (or the defaults) with the command-line overrides applied.
+pub fn load_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut overrides = a.overrides.clone();
+    if let Some(b) = &a.backend {
+        overrides.push(format!("train.backend=\"{b}\""));
+    }
+    if let Some(e) = a.epochs {
+        overrides.push(format!("train.max_epochs={e}"));
+    }
+    if let Some(s) = a.seed {
+        overrides.push(format!("train.seed={s}"));
+    }
+    if let Some(o) = &a.output {
+        overrides.push(format!(
+            "train.output={}",
+            serde_json::to_string(&o.display().to_string()).expect("string")
+        ));
+    }
+    match &a.config {
+        Some(p) => TrainConfig::load(p, &overrides),
+        None => {
+            let mut c = TrainConfig::from_json("(defaults)", "{}", &overrides)?;
+            c.name.get_or_insert_with(|| "default".into());
+            Ok(c)
+        }
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let cfg = load_config(&a)?;
+    let quiet = a.quiet;
+    let say = |s: &str| {
+        if !quiet {
+            eprintln!("{s}")
+        }
+    };
+    let data = prepare(&cfg.data)?;
+    say(&format!(
+        "data: {} | {} users × {} items | train {} valid {} test {}",
+        data.source,
+        data.n_users(),
+        data.n_items(),
+        data.train.nnz(),
+        data.valid.nnz(),
+        data.test.nnz()
+    ));
+    let backend = AnyBackend::open(&cfg, &say)?;
+    let info = backend.info();
+    say(&format!(
+        "model: {:?} rank {} | solver: {:?} | backend: {} ({})",
+        cfg.model.kind, cfg.model.rank, cfg.solver.name, info.backend, info.name
+    ));
+    let out = cfg.output_dir();
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let mut jsonl = JsonlWriter::create(&out.join("metrics.jsonl"))?;
+    let mut table = progress::TablePrinter::new(quiet);
+    let mut obs = Observers(vec![&mut table, &mut jsonl]);
+    let trained = with_backend!(&backend, b => experiment::train(b, &cfg, &data, &mut obs))?;
+    let s = &trained.summary;
+    let mut summary_json = serde_json::to_value(s).expect("summary serialises");
+    summary_json["config"] = serde_json::to_value(&cfg).expect("config serialises");
+    write_atomic(
+        &out.join("summary.json"),
+        &serde_json::to_string_pretty(&summary_json).expect("json"),
+    )?;
+    if cfg.train.save_model {
+        ModelFile {
+            layout: trained.layout,
+            theta: trained.theta.clone(),
+            users: data.users.clone(),
+            items: data.items.clone(),
+            clip: trained.clip,
+            config: serde_json::to_string(&cfg).expect("config serialises"),
+        }
+        .save(&out.join("model.safetensors"))?;
+    }
+    print_summary(s);
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Prints the end-of-run lines.
+pub fn print_summary(s: &Summary) {
+    println!(
+        "stop: {:?} after {} epochs in {:.2} s ({:.4} s/epoch); best epoch {} after {} passes and {:.2} s",
+        s.stop, s.epochs, s.total_seconds, s.seconds_per_epoch, s.best_epoch, s.passes_to_best, s.seconds_to_best
+    );
+    if let (Some(r), Some(m)) = (s.best_valid_rmse, s.best_valid_mae) {
+        println!("valid: rmse {r:.5} mae {m:.5} ({} entries)", s.n_valid);
+    }
+    if let Some(t) = &s.test {
+        println!(
+            "test:  rmse {:.5} mae {:.5} | clipped rmse {:.5} mae {:.5} ({} entries, {} cold)",
+            t.rmse, t.mae, t.rmse_clipped, t.mae_clipped, t.count, s.cold_test_entries
+        );
+    }
+    let sv: Vec<String> = s
+        .rank_report
+        .singular_values
+        .iter()
+        .take(8)
+        .map(|x| format!("{x:.3e}"))
+        .collect();
+    println!(
+        "rank: {} of {} at tol {:e}; σ = [{}{}]",
+        s.rank_report.rank,
+        s.rank,
+        s.rank_report.tol,
+        sv.join(", "),
+        if s.rank_report.singular_values.len() > 8 { ", …" } else { "" }
+    );
+}
+
+fn gen(a: GenArgs) -> Result<()> {
+    let cfg = SynthConfig {
+        n_users: a.users,
+        n_items: a.items,
+        nnz: a.nnz,
+        rank: a.rank,
+        noise: a.noise,
+        seed: a.seed,
+        ..Default::default()
+    };
+    cfg.validate().map_err(|m| Error::Config {
+        file: "sslf gen".into(),
+        path: "arguments".into(),
+        message: m,
+    })?;
+    let ds = generate(&cfg);
+    write_tsv(&a.out, &ds.ratings, &ds.users, &ds.items)?;
+    println!(
+        "wrote {} entries ({} users × {} items) to {}",
+        ds.ratings.nnz(),
+        cfg.n_users,
+        cfg.n_items,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn parse_format(s: &str) -> Result<Format> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| Error::Config {
+        file: "command line".into(),
+        path: "--format".into(),
+        message: format!("unknown format `{s}` (auto, movielens, dat, csv, tsv, mtx)"),
+    })
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let model = ModelFile::load(&a.model)?;
+    let ds = read_file(&a.data, parse_format(&a.format)?, DuplicatePolicy::KeepLast)?;
+    let mut sums = crate::backend::EvalSums::default();
+    let mut cold = 0usize;
+    for k in 0..ds.ratings.nnz() {
+        let u = model.users.get(ds.users.name(ds.ratings.users[k]));
+        let i = model.items.get(ds.items.name(ds.ratings.items[k]));
+        if u.is_none() || i.is_none() {
+            cold += 1;
+        }
+        let pred = model.predict(u, i);
+        let r = ds.ratings.values[k];
+        let e = (r - pred) as f64;
+        let ec = (r - pred.clamp(model.clip.0, model.clip.1)) as f64;
+        sums.count += 1;
+        sums.sse += e * e;
+        sums.sae += e.abs();
+        sums.sse_clipped += ec * ec;
+        sums.sae_clipped += ec.abs();
+    }
+    println!(
+        "{}: rmse {:.5} mae {:.5} | clipped rmse {:.5} mae {:.5} ({} entries, {} with an unknown user or item)",
+        a.data.display(),
+        sums.rmse(),
+        sums.mae(),
+        sums.rmse_clipped(),
+        sums.mae_clipped(),
+        sums.count,
+        cold
+    );
+    Ok(())
+}
+
+fn devices() -> Result<()> {
+    let adapters = gpu::list_adapters();
+    if adapters.is_empty() {
+        println!("no wgpu adapters found (install a Vulkan driver, e.g. mesa-vulkan-drivers)");
+    }
+    for a in adapters {
+        println!("{a}");
+    }
+    Ok(())
+}

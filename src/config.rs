@@ -1,0 +1,316 @@
+//! Experiment configuration: the serde mirror of `configs/*.json`. Unknown fields are rejected and
+//! every error names the JSON path. Defaults live here and in the section types, once each.
+//!
+//! Relative paths inside a config are taken relative to the working directory.
+
+use crate::data::read::{DuplicatePolicy, Format};
+use crate::data::split::SplitMode;
+use crate::data::synth::SynthConfig;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+use crate::solver::SolverConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// The multithreaded CPU backend.
+    #[default]
+    Cpu,
+    /// A wgpu adapter (a hardware one if present, else any, lavapipe included).
+    Gpu,
+    /// A hardware GPU if there is one, else the CPU backend (saying so).
+    Auto,
+}
+
+/// The `data` section: one source (synthetic, one file to split, or a train/test pair) and how to
+/// hold out validation and test entries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Generate synthetic data with these parameters (the default when no file is named).
+    pub synthetic: Option<SynthConfig>,
+    /// One rating file, split into train and test by `test_fraction`.
+    pub path: Option<PathBuf>,
+    /// A training file (with `test`, a fixed split).
+    pub train: Option<PathBuf>,
+    /// A test file read with the training file's id maps.
+    pub test: Option<PathBuf>,
+    pub format: Format,
+    pub duplicates: DuplicatePolicy,
+    /// Fraction held out for test when the source is not already split.
+    pub test_fraction: f64,
+    /// Fraction of the training entries held out for validation and early stopping (0: none).
+    pub validation_fraction: f64,
+    pub split: SplitMode,
+    /// Seed of the test and validation splits.
+    pub split_seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            synthetic: None,
+            path: None,
+            train: None,
+            test: None,
+            format: Format::Auto,
+            duplicates: DuplicatePolicy::Error,
+            test_fraction: 0.2,
+            validation_fraction: 0.1,
+            split: SplitMode::Random,
+            split_seed: 42,
+        }
+    }
+}
+
+/// The `train` section: the loop around the solver.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub max_epochs: usize,
+    /// Epochs without a validation gain of at least `min_delta` before stopping.
+    pub patience: usize,
+    pub min_delta: f64,
+    /// Seed of the initialisation (and of SGD's shuffles).
+    pub seed: u64,
+    pub backend: BackendChoice,
+    /// CPU worker threads (0: one per core).
+    pub threads: usize,
+    /// Output folder for metrics.jsonl, summary.json and model.safetensors (default runs/NAME).
+    pub output: Option<PathBuf>,
+    /// Save the trained model (at the best-validation epoch) into the output folder.
+    pub save_model: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            max_epochs: 50,
+            patience: 10,
+            min_delta: 1e-5,
+            seed: 1,
+            backend: BackendChoice::Cpu,
+            threads: 0,
+            output: None,
+            save_model: true,
+        }
+    }
+}
+
+/// The `gpu` section: device choices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// Largest storage binding to use, in bytes (default: the adapter's limit). A small value forces
+    /// the multi-chunk paths, as the tests do on lavapipe.
+    pub max_chunk_bytes: Option<u64>,
+    /// Use subgroup operations when the adapter has them (default true).
+    pub subgroups: Option<bool>,
+}
+
+/// A whole training configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Run name (default: the config file's stem).
+    pub name: Option<String>,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub solver: SolverConfig,
+    pub train: RunConfig,
+    pub gpu: GpuConfig,
+}
+
+fn config_err(file: &str, path: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        file: file.to_string(),
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Sets `path` (dotted, e.g. `solver.rho`) in a JSON tree to `value`; `value` is read as JSON, or as
+/// a string when it is not valid JSON.
+pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
+    let (path, raw) = assignment.split_once('=').ok_or_else(|| {
+        config_err(
+            "--set",
+            assignment,
+            "expected KEY=VALUE, for example solver.rho=0.1",
+        )
+    })?;
+    let value: Value =
+        serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let mut node = root;
+    let keys: Vec<&str> = path.split('.').collect();
+    for (k, key) in keys.iter().enumerate() {
+        if key.is_empty() {
+            return Err(config_err("--set", path, "empty key in the path"));
+        }
+        let obj = match node {
+            Value::Object(o) => o,
+            Value::Null => {
+                *node = Value::Object(Default::default());
+                node.as_object_mut().expect("just set")
+            }
+            _ => {
+                return Err(config_err(
+                    "--set",
+                    &keys[..k].join("."),
+                    "is not an object, so it has no fields",
+                ))
+            }
+        };
+        if k + 1 == keys.len() {
+            obj.insert(key.to_string(), value);
+            return Ok(());
+        }
+        node = obj.entry(key.to_string()).or_insert(Value::Null);
+    }
+    Ok(())
+}
+
+impl TrainConfig {
+    /// Parses a config from JSON text; `file` names it in errors.
+    pub fn from_json(file: &str, text: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: Value = serde_json::from_str(text).map_err(|e| {
+            config_err(
+                file,
+                &format!("line {} column {}", e.line(), e.column()),
+                e.to_string().split(" at line").next().unwrap_or_default(),
+            )
+        })?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        Self::from_value(file, value)
+    }
+
+    /// Reads and validates a config file, with `--set` overrides applied before parsing.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let file = path.display().to_string();
+        let mut cfg = Self::from_json(&file, &text, overrides)?;
+        if cfg.name.is_none() {
+            cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(cfg)
+    }
+
+    /// Deserialises and validates a JSON tree.
+    pub fn from_value(file: &str, value: Value) -> Result<Self> {
+        let cfg: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            config_err(file, &path, e.into_inner().to_string())
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Checks every range and combination; errors name the JSON path.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let d = &self.data;
+        let n_sources = d.synthetic.is_some() as u8 + d.path.is_some() as u8 + d.train.is_some() as u8;
+        if n_sources > 1 {
+            return Err(config_err(
+                file,
+                "data",
+                "give one source: `synthetic`, `path`, or `train` (with `test`)",
+            ));
+        }
+        if d.test.is_some() && d.train.is_none() {
+            return Err(config_err(file, "data.test", "needs `data.train` beside it"));
+        }
+        if !(0.0..1.0).contains(&d.test_fraction) {
+            return Err(config_err(file, "data.test_fraction", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&d.validation_fraction) {
+            return Err(config_err(
+                file,
+                "data.validation_fraction",
+                "must be in [0, 1)",
+            ));
+        }
+        if let Some(s) = &d.synthetic {
+            s.validate()
+                .map_err(|m| config_err(file, "data.synthetic", m))?;
+        }
+        self.model
+            .validate()
+            .map_err(|(f, m)| config_err(file, &format!("model.{f}"), m))?;
+        self.solver
+            .validate()
+            .map_err(|(f, m)| config_err(file, &format!("solver.{f}"), m))?;
+        if self.train.max_epochs == 0 {
+            return Err(config_err(file, "train.max_epochs", "must be ≥ 1"));
+        }
+        if !(self.train.min_delta >= 0.0) {
+            return Err(config_err(file, "train.min_delta", "must be ≥ 0"));
+        }
+        if let Some(b) = self.gpu.max_chunk_bytes {
+            if b < 4096 {
+                return Err(config_err(file, "gpu.max_chunk_bytes", "must be ≥ 4096"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The run name.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("run")
+    }
+
+    /// The output folder.
+    pub fn output_dir(&self) -> PathBuf {
+        self.train
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(self.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_json_path() {
+        let e = TrainConfig::from_json("c.json", r#"{"solver": {"cg_iter": 3}}"#, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.json: solver: unknown field `cg_iter`"), "{e}");
+        let e = TrainConfig::from_json("c.json", r#"{"model": {"rank": "x"}}"#, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.json: model.rank: invalid type"), "{e}");
+        let e = TrainConfig::from_json("c.json", r#"{"model": {"rank": 0}}"#, &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "c.json: model.rank: must be in 1..=1024");
+        let e = TrainConfig::from_json("c.json", "{\n\"model\": }", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.json: line 2 column"), "{e}");
+    }
+
+    #[test]
+    fn overrides_set_nested_values() {
+        let cfg = TrainConfig::from_json(
+            "c.json",
+            "{}",
+            &["solver.rho=0.3".into(), "solver.name=sslf".into(), "train.max_epochs=3".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.solver.rho, 0.3);
+        assert_eq!(cfg.solver.name, crate::solver::SolverKind::Sslf);
+        assert_eq!(cfg.train.max_epochs, 3);
+        let e = TrainConfig::from_json("c.json", "{}", &["solver.rhoo=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("solver: unknown field `rhoo`"), "{e}");
+    }
+}

@@ -1,0 +1,368 @@
+//! Readers for rating files. Every error names the file, the 1-based line and what was wrong; no
+//! reader panics on bad input.
+//!
+//! Formats:
+//! - `movielens`: MovieLens-100k `u.data`, `user<TAB>item<TAB>rating<TAB>timestamp`;
+//! - `dat`: MovieLens `ratings.dat`, `user::item::rating::timestamp`;
+//! - `csv`: comma-separated `user,item,rating[,timestamp]`, with an optional header line;
+//! - `tsv`: whitespace- or tab-separated `user item rating` triplets;
+//! - `mtx`: Matrix Market `coordinate real|integer general`, 1-based indices;
+//! - `auto`: chosen from the file name (`u.data`, `*.dat`, `*.csv`, `*.mtx`, else `tsv`).
+
+use super::{Dataset, IdMap, Ratings};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+/// File format of a rating file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Auto,
+    Movielens,
+    Dat,
+    Csv,
+    Tsv,
+    Mtx,
+}
+
+/// What to do when a (user, item) pair appears twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicatePolicy {
+    /// Stop with an error naming both lines.
+    #[default]
+    Error,
+    /// Keep the value on the later line.
+    KeepLast,
+}
+
+impl Format {
+    /// The concrete format for `path` when `self` is `Auto`.
+    pub fn resolve(self, path: &Path) -> Format {
+        if self != Format::Auto {
+            return self;
+        }
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if name == "u.data" {
+            Format::Movielens
+        } else if name.ends_with(".dat") {
+            Format::Dat
+        } else if name.ends_with(".csv") {
+            Format::Csv
+        } else if name.ends_with(".mtx") {
+            Format::Mtx
+        } else {
+            Format::Tsv
+        }
+    }
+}
+
+/// Reads one rating file into a new data set with fresh id maps.
+pub fn read_file(path: &Path, format: Format, dups: DuplicatePolicy) -> Result<Dataset> {
+    let mut ds = Dataset::default();
+    read_into(path, format, dups, &mut ds)?;
+    Ok(ds)
+}
+
+/// Reads one rating file, extending the id maps of `ds` (so a test file shares the train ids) and
+/// returning the entries read. The entries are not appended to `ds.ratings`.
+pub fn read_into(
+    path: &Path,
+    format: Format,
+    dups: DuplicatePolicy,
+    ds: &mut Dataset,
+) -> Result<Ratings> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    let format = format.resolve(path);
+    let mut out = Ratings::default();
+    let mut seen: HashMap<(u32, u32), (usize, usize)> = HashMap::new(); // pair -> (line, position)
+    let mut mtx_header: Option<(usize, usize, usize)> = None;
+    let mut any_line = false;
+    for (k, line) in reader.lines().enumerate() {
+        let line_no = k + 1;
+        let line = line.map_err(|e| Error::data(path, line_no, format!("cannot read line: {e}")))?;
+        let text = line.trim();
+        any_line = true;
+        if text.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = match format {
+            Format::Movielens => text.split('\t').collect(),
+            Format::Dat => text.split("::").collect(),
+            Format::Csv => text.split(',').map(str::trim).collect(),
+            Format::Tsv | Format::Mtx | Format::Auto => text.split_whitespace().collect(),
+        };
+        if format == Format::Mtx {
+            if text.starts_with('%') {
+                if line_no == 1 {
+                    check_mtx_banner(path, text)?;
+                }
+                continue;
+            }
+            if mtx_header.is_none() {
+                if line_no == 1 {
+                    return Err(Error::data(
+                        path,
+                        1,
+                        "expected the banner `%%MatrixMarket matrix coordinate real general`",
+                    ));
+                }
+                if fields.len() != 3 {
+                    return Err(Error::data(
+                        path,
+                        line_no,
+                        format!(
+                            "expected the size line `rows cols entries`, found {} fields",
+                            fields.len()
+                        ),
+                    ));
+                }
+                let parse = |s: &str, what: &str| {
+                    s.parse::<usize>().map_err(|_| {
+                        Error::data(path, line_no, format!("{what} `{s}` is not a count"))
+                    })
+                };
+                mtx_header = Some((
+                    parse(fields[0], "rows")?,
+                    parse(fields[1], "columns")?,
+                    parse(fields[2], "entries")?,
+                ));
+                continue;
+            }
+        }
+        let (expected, optional_extra) = match format {
+            Format::Movielens | Format::Dat => (4, 0),
+            Format::Csv => (3, 1),
+            _ => (3, 0),
+        };
+        if fields.len() < expected || fields.len() > expected + optional_extra {
+            let want = if optional_extra > 0 {
+                format!("{expected} or {}", expected + optional_extra)
+            } else {
+                expected.to_string()
+            };
+            return Err(Error::data(
+                path,
+                line_no,
+                format!(
+                    "expected {want} columns (user, item, rating{}), found {}",
+                    if expected == 4 { ", timestamp" } else { "" },
+                    fields.len()
+                ),
+            ));
+        }
+        let value = match fields[2].parse::<f32>() {
+            Ok(v) if v.is_finite() => v,
+            Ok(v) => {
+                return Err(Error::data(
+                    path,
+                    line_no,
+                    format!("rating `{}` is not finite ({v})", fields[2]),
+                ))
+            }
+            Err(_) => {
+                // A CSV header is allowed on the first line.
+                if format == Format::Csv && out.nnz() == 0 && seen.is_empty() && line_no == 1 {
+                    continue;
+                }
+                return Err(Error::data(
+                    path,
+                    line_no,
+                    format!("rating `{}` is not a number", fields[2]),
+                ));
+            }
+        };
+        let (user, item) = if format == Format::Mtx {
+            let (rows, cols, _) = mtx_header.expect("set above");
+            let parse = |s: &str, n: usize, what: &str| -> Result<u32> {
+                match s.parse::<usize>() {
+                    Ok(i) if i >= 1 && i <= n => Ok((i - 1) as u32),
+                    _ => Err(Error::data(
+                        path,
+                        line_no,
+                        format!("{what} index `{s}` is not in 1..={n}"),
+                    )),
+                }
+            };
+            let u = parse(fields[0], rows, "row")?;
+            let i = parse(fields[1], cols, "column")?;
+            (
+                ds.users.get_or_insert(&(u + 1).to_string()),
+                ds.items.get_or_insert(&(i + 1).to_string()),
+            )
+        } else {
+            if fields[0].is_empty() || fields[1].is_empty() {
+                return Err(Error::data(path, line_no, "empty user or item id"));
+            }
+            (
+                ds.users.get_or_insert(fields[0]),
+                ds.items.get_or_insert(fields[1]),
+            )
+        };
+        match seen.entry((user, item)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let (first_line, pos) = *e.get();
+                match dups {
+                    DuplicatePolicy::Error => {
+                        return Err(Error::data(
+                            path,
+                            line_no,
+                            format!(
+                                "duplicate pair (user {}, item {}), first seen on line {first_line} \
+                                 (set data.duplicates to \"keep_last\" to keep the later value)",
+                                fields[0], fields[1]
+                            ),
+                        ))
+                    }
+                    DuplicatePolicy::KeepLast => {
+                        out.values[pos] = value;
+                        e.insert((line_no, pos));
+                    }
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((line_no, out.nnz()));
+                out.push(user, item, value);
+            }
+        }
+    }
+    if !any_line || out.nnz() == 0 {
+        return Err(Error::data(path, 0, "the file holds no ratings"));
+    }
+    if let Some((_, _, entries)) = mtx_header {
+        if entries != out.nnz() && dups == DuplicatePolicy::Error {
+            return Err(Error::data(
+                path,
+                0,
+                format!(
+                    "the size line promises {entries} entries but the file holds {}",
+                    out.nnz()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn check_mtx_banner(path: &Path, text: &str) -> Result<()> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    if words.first() != Some(&"%%matrixmarket") {
+        return Err(Error::data(path, 1, "expected the banner `%%MatrixMarket ...`"));
+    }
+    if words.get(1) != Some(&"matrix") || words.get(2) != Some(&"coordinate") {
+        return Err(Error::data(
+            path,
+            1,
+            "only `matrix coordinate` Matrix Market files hold sparse ratings",
+        ));
+    }
+    match words.get(3) {
+        Some(&"real") | Some(&"integer") => {}
+        other => {
+            return Err(Error::data(
+                path,
+                1,
+                format!(
+                    "field type `{}` is not supported (use real or integer)",
+                    other.unwrap_or(&"")
+                ),
+            ))
+        }
+    }
+    if words.get(4) != Some(&"general") {
+        return Err(Error::data(
+            path,
+            1,
+            "only `general` symmetry is supported",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes ratings as `user<TAB>item<TAB>rating` lines with the original ids.
+pub fn write_tsv(path: &Path, r: &Ratings, users: &IdMap, items: &IdMap) -> Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    for k in 0..r.nnz() {
+        writeln!(
+            w,
+            "{}\t{}\t{}",
+            users.name(r.users[k]),
+            items.name(r.items[k]),
+            r.values[k]
+        )
+        .map_err(|e| Error::io(path, e))?;
+    }
+    w.flush().map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_with(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        (dir, p)
+    }
+
+    fn err(name: &str, text: &str, dups: DuplicatePolicy) -> String {
+        let (_d, p) = file_with(name, text);
+        read_file(&p, Format::Auto, dups).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_every_format() {
+        for (name, text) in [
+            ("u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n"),
+            ("ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n"),
+            ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,9\n"),
+            ("x.tsv", "0 1 2.5\n1\t0\t3\n"),
+            ("x.mtx", "%%MatrixMarket matrix coordinate real general\n% c\n2 2 2\n1 2 2.5\n2 1 3\n"),
+        ] {
+            let (_d, p) = file_with(name, text);
+            let ds = read_file(&p, Format::Auto, DuplicatePolicy::Error).unwrap();
+            assert_eq!(ds.ratings.nnz(), 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_name_file_line_and_problem() {
+        let e = err("x.tsv", "0 1 2\n0 2 abc\n", DuplicatePolicy::Error);
+        assert!(e.ends_with("x.tsv:2: rating `abc` is not a number"), "{e}");
+        let e = err("x.tsv", "0 1 2\n0 2 NaN\n", DuplicatePolicy::Error);
+        assert!(e.contains("x.tsv:2: rating `NaN` is not finite"), "{e}");
+        let e = err("x.tsv", "0 1 inf\n", DuplicatePolicy::Error);
+        assert!(e.contains("x.tsv:1: rating `inf` is not finite"), "{e}");
+        let e = err("u.data", "1\t2\t3\n", DuplicatePolicy::Error);
+        assert!(e.contains("u.data:1: expected 4 columns"), "{e}");
+        let e = err("x.tsv", "", DuplicatePolicy::Error);
+        assert!(e.ends_with("x.tsv: the file holds no ratings"), "{e}");
+        let e = err("x.tsv", "0 1 2\n\n0 1 3\n", DuplicatePolicy::Error);
+        assert!(e.contains("x.tsv:3: duplicate pair (user 0, item 1), first seen on line 1"), "{e}");
+        let e = err("x.mtx", "%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n", DuplicatePolicy::Error);
+        assert!(e.contains("x.mtx:3: row index `3` is not in 1..=2"), "{e}");
+    }
+
+    #[test]
+    fn keep_last_keeps_the_later_value() {
+        let (_d, p) = file_with("x.tsv", "0 1 2\n0 2 1\n0 1 5\n");
+        let ds = read_file(&p, Format::Auto, DuplicatePolicy::KeepLast).unwrap();
+        assert_eq!(ds.ratings.values, vec![5.0, 1.0]);
+    }
+}

@@ -1,0 +1,307 @@
+//! One training run, end to end: data → device → solver loop with validation and early stopping →
+//! test metrics at the best-validation epoch → summary (and the model, when asked).
+
+pub mod data;
+pub mod observe;
+
+use crate::backend::{Backend, DeviceInfo, EvalSums};
+use crate::config::TrainConfig;
+use crate::data::{DataStats, Matrix};
+use crate::error::{Error, Result};
+use crate::model::rank::{rank_report, RankReport};
+use crate::model::{Layout, ModelKind};
+use crate::problem::{BallConstraint, Problem};
+use crate::solver::{adam::Adam, gd::Gd, sgd::Sgd, slf::Slf, Solver, SolverKind};
+use data::Prepared;
+use observe::Observer;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// `train.max_epochs` epochs ran.
+    MaxIters,
+    /// No validation gain for `train.patience` epochs.
+    Converged,
+    /// The loss became NaN or infinite; the best earlier epoch is reported.
+    Diverged,
+}
+
+/// One line of the learning curve (`metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Training objective E (see `IterReport::loss`); epoch 0 is the initial point.
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub valid_rmse: Option<f64>,
+    pub valid_mae: Option<f64>,
+    pub cg_iters: usize,
+    pub hvp_count: u64,
+    pub passes: u64,
+    pub damping: Option<f64>,
+    pub accepted: bool,
+    pub elapsed_s: f64,
+}
+
+/// Test metrics at one parameter vector.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    pub count: u64,
+    pub rmse: f64,
+    pub mae: f64,
+    pub rmse_clipped: f64,
+    pub mae_clipped: f64,
+}
+
+impl From<EvalSums> for Metrics {
+    fn from(s: EvalSums) -> Self {
+        Metrics {
+            count: s.count,
+            rmse: s.rmse(),
+            mae: s.mae(),
+            rmse_clipped: s.rmse_clipped(),
+            mae_clipped: s.mae_clipped(),
+        }
+    }
+}
+
+/// The result of a run (`summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub solver: String,
+    pub model: ModelKind,
+    pub rank: usize,
+    pub seed: u64,
+    pub device: DeviceInfo,
+    pub data_source: String,
+    pub train_stats: DataStats,
+    pub n_valid: usize,
+    pub n_test: usize,
+    /// Test entries whose user or item has no training entry: their factors stay 0, so they are
+    /// predicted from the global mean and the known bias.
+    pub cold_test_entries: usize,
+    pub stop: Stop,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_valid_rmse: Option<f64>,
+    pub best_valid_mae: Option<f64>,
+    /// Test metrics at the best-validation epoch (absent without a test set).
+    pub test: Option<Metrics>,
+    pub passes_to_best: u64,
+    pub seconds_to_best: f64,
+    pub total_seconds: f64,
+    pub seconds_per_epoch: f64,
+    pub final_loss: f64,
+    /// Spectrum of the learned factor product (P·Qᵀ or U·diag(d)·Vᵀ).
+    pub rank_report: RankReport,
+}
+
+/// A finished run: its summary and the parameters at the best-validation epoch.
+pub struct Trained {
+    pub summary: Summary,
+    pub layout: Layout,
+    pub theta: Vec<f32>,
+    /// Rating range of the training data, for clipped predictions.
+    pub clip: (f32, f32),
+}
+
+fn make_solver<'b, B: Backend + 'b>(
+    cfg: &TrainConfig,
+    p: &Problem<'b, B>,
+    data: &Prepared,
+    reg: &[f32],
+) -> Result<Box<dyn Solver<B> + 'b>> {
+    Ok(match cfg.solver.name {
+        SolverKind::Slf | SolverKind::Sslf => Box::new(Slf::new(&cfg.solver, p)?),
+        SolverKind::Gd => Box::new(Gd::new(&cfg.solver, p)?),
+        SolverKind::Adam => Box::new(Adam::new(&cfg.solver, p)?),
+        SolverKind::Sgd => {
+            let (cu, ci) = data.train_counts();
+            Box::new(Sgd::new(
+                &cfg.solver,
+                &p.layout,
+                data.train.clone(),
+                reg,
+                &cu,
+                &ci,
+                cfg.train.seed,
+            ))
+        }
+    })
+}
+
+/// Trains one model on `backend`.
+pub fn train<B: Backend>(
+    backend: &B,
+    cfg: &TrainConfig,
+    data: &Prepared,
+    observer: &mut dyn Observer,
+) -> Result<Trained> {
+    let start = Instant::now();
+    if data.train.nnz() == 0 {
+        return Err(Error::Unsupported("the training set is empty".into()));
+    }
+    let (n_users, n_items) = (data.n_users(), data.n_items());
+    let layout = cfg
+        .model
+        .layout(n_users, n_items, data.train.mean() as f32);
+    let (cu, ci) = data.train_counts();
+    let matrix = Matrix::from_ratings(&data.train, n_users, n_items);
+    let stats = DataStats::of(&matrix);
+    let clip = (stats.min, stats.max);
+    let dmat = backend.upload_matrix(&matrix)?;
+    drop(matrix);
+    let valid = (data.valid.nnz() > 0)
+        .then(|| backend.upload_entries(&data.valid))
+        .transpose()?;
+    let test = (data.test.nnz() > 0)
+        .then(|| backend.upload_entries(&data.test))
+        .transpose()?;
+    let reg = cfg.model.reg_diag(&layout, &cu, &ci);
+    let mut theta0 = cfg.model.init(&layout, cfg.train.seed);
+    // Rows without training entries get no gradient; zero them so cold entries fall back to the
+    // mean and the known bias instead of to random init noise.
+    let f = layout.rank;
+    for (u, _) in cu.iter().enumerate().filter(|(_, &c)| c == 0) {
+        theta0[layout.p_off() + u * f..layout.p_off() + (u + 1) * f].fill(0.0);
+    }
+    for (i, _) in ci.iter().enumerate().filter(|(_, &c)| c == 0) {
+        theta0[layout.q_off() + i * f..layout.q_off() + (i + 1) * f].fill(0.0);
+    }
+    let constraint = (layout.kind == ModelKind::Udv).then_some(BallConstraint {
+        alpha_u: cfg.model.alpha_u,
+        alpha_v: cfg.model.alpha_v,
+        signed_d: cfg.model.signed_d,
+    });
+    let problem = Problem::new(
+        backend,
+        dmat,
+        layout,
+        backend.upload(&reg)?,
+        cfg.solver.curvature,
+        constraint,
+    );
+    let mut theta = backend.upload(&theta0)?;
+    problem.project(&mut theta)?;
+    let mut best = backend.zeros(layout.len())?;
+    backend.copy(&theta, &mut best)?;
+    let mut solver = make_solver(cfg, &problem, data, &reg)?;
+    let solver_name = solver.name();
+
+    observer.start(cfg.name(), cfg.train.max_epochs)?;
+    let eval_valid = |theta: &B::Vector| -> Result<Option<EvalSums>> {
+        valid
+            .as_ref()
+            .map(|v| backend.evaluate(v, &layout, theta, clip))
+            .transpose()
+    };
+    let v0 = eval_valid(&theta)?;
+    let loss0 = problem.loss(&theta)?;
+    let mut record = EpochRecord {
+        epoch: 0,
+        loss: loss0,
+        grad_norm: 0.0,
+        valid_rmse: v0.map(|s| s.rmse()),
+        valid_mae: v0.map(|s| s.mae()),
+        cg_iters: 0,
+        hvp_count: 0,
+        passes: problem.counters().passes,
+        damping: None,
+        accepted: true,
+        elapsed_s: start.elapsed().as_secs_f64(),
+    };
+    observer.epoch(&record)?;
+    let mut best_record = record.clone();
+    let mut since_best = 0;
+    let mut stop = Stop::MaxIters;
+    let mut epochs = 0;
+    for epoch in 1..=cfg.train.max_epochs {
+        let rep = solver.next_iter(&problem, &mut theta)?;
+        epochs = epoch;
+        let v = eval_valid(&theta)?;
+        let c = problem.counters();
+        record = EpochRecord {
+            epoch,
+            loss: rep.loss,
+            grad_norm: rep.grad_norm,
+            valid_rmse: v.map(|s| s.rmse()),
+            valid_mae: v.map(|s| s.mae()),
+            cg_iters: rep.cg_iters,
+            hvp_count: c.products,
+            passes: c.passes,
+            damping: rep.damping,
+            accepted: rep.accepted,
+            elapsed_s: start.elapsed().as_secs_f64(),
+        };
+        observer.epoch(&record)?;
+        let finite = rep.loss.is_finite() && v.is_none_or(|s| s.sse.is_finite());
+        if !finite {
+            stop = Stop::Diverged;
+            break;
+        }
+        let improved = match (record.valid_rmse, best_record.valid_rmse) {
+            (Some(now), Some(b)) => now < b - cfg.train.min_delta,
+            _ => record.loss < best_record.loss - cfg.train.min_delta * best_record.loss.abs(),
+        };
+        if improved {
+            backend.copy(&theta, &mut best)?;
+            best_record = record.clone();
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.train.patience {
+                stop = Stop::Converged;
+                break;
+            }
+        }
+    }
+    let test_metrics = test
+        .as_ref()
+        .map(|t| backend.evaluate(t, &layout, &best, clip))
+        .transpose()?
+        .map(Metrics::from);
+    let theta_best = backend.download(&best)?;
+    let (a, b) = (
+        &theta_best[layout.p_off()..layout.q_off()],
+        &theta_best[layout.q_off()..layout.q_off() + n_items * f],
+    );
+    let d = (layout.kind == ModelKind::Udv).then(|| &theta_best[layout.d_off()..]);
+    let rank = rank_report(a, b, d, f, cfg.model.rank_tol);
+    let total = start.elapsed().as_secs_f64();
+    let summary = Summary {
+        name: cfg.name().to_string(),
+        solver: solver_name,
+        model: layout.kind,
+        rank: f,
+        seed: cfg.train.seed,
+        device: backend.info(),
+        data_source: data.source.clone(),
+        train_stats: stats,
+        n_valid: data.valid.nnz(),
+        n_test: data.test.nnz(),
+        cold_test_entries: data.cold_test_entries(),
+        stop,
+        epochs,
+        best_epoch: best_record.epoch,
+        best_valid_rmse: best_record.valid_rmse,
+        best_valid_mae: best_record.valid_mae,
+        test: test_metrics,
+        passes_to_best: best_record.passes,
+        seconds_to_best: best_record.elapsed_s,
+        total_seconds: total,
+        seconds_per_epoch: record.elapsed_s / epochs.max(1) as f64,
+        final_loss: record.loss,
+        rank_report: rank,
+    };
+    observer.finish(&summary)?;
+    Ok(Trained {
+        summary,
+        layout,
+        theta: theta_best,
+        clip,
+    })
+}

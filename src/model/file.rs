@@ -1,0 +1,216 @@
+//! Model files in the safetensors format, so Python can open them
+//! (`safetensors.numpy.load_file`). Layout:
+//!
+//! - tensors (f32, little-endian, row-major): LF `P` [m, f], `Q` [n, f], and with biases `b` [m],
+//!   `c` [n]; UDV^T `U` [m, f], `V` [n, f], `d` [f];
+//! - metadata (string → string): `sslf_format` = "1", `kind` (`lf`|`udv`), `rank`, `biases`, `mu`,
+//!   `clip_min`, `clip_max`, `users` and `items` (JSON arrays of the original ids, in dense
+//!   order), `config` (the training config as JSON).
+//!
+//! Loading checks every shape against the metadata and never trusts a length it has not checked:
+//! a truncated or corrupted file gives an error naming the file, never a panic.
+
+use super::{Layout, ModelKind};
+use crate::data::IdMap;
+use crate::error::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A trained model with what is needed to use it: the layout, θ, the id maps and the rating range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFile {
+    pub layout: Layout,
+    pub theta: Vec<f32>,
+    pub users: IdMap,
+    pub items: IdMap,
+    pub clip: (f32, f32),
+    /// The training config, as JSON text.
+    pub config: String,
+}
+
+fn blocks(l: &Layout) -> Vec<(&'static str, usize, Vec<usize>)> {
+    let f = l.rank;
+    match l.kind {
+        ModelKind::Lf => {
+            let mut v = vec![
+                ("P", l.p_off(), vec![l.n_users, f]),
+                ("Q", l.q_off(), vec![l.n_items, f]),
+            ];
+            if l.biases {
+                v.push(("b", l.b_off(), vec![l.n_users]));
+                v.push(("c", l.c_off(), vec![l.n_items]));
+            }
+            v
+        }
+        ModelKind::Udv => vec![
+            ("U", l.p_off(), vec![l.n_users, f]),
+            ("V", l.q_off(), vec![l.n_items, f]),
+            ("d", l.d_off(), vec![f]),
+        ],
+    }
+}
+
+impl ModelFile {
+    /// Writes the model; the file appears whole or not at all (written aside, then renamed).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let l = &self.layout;
+        let model_err = |m: String| Error::Model {
+            file: path.to_path_buf(),
+            message: m,
+        };
+        let mut views = Vec::new();
+        for (name, off, shape) in blocks(l) {
+            let n: usize = shape.iter().product();
+            let bytes: &[u8] = bytemuck::cast_slice(&self.theta[off..off + n]);
+            let view = TensorView::new(Dtype::F32, shape, bytes)
+                .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
+            views.push((name, view));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("sslf_format".into(), "1".into());
+        meta.insert(
+            "kind".into(),
+            match l.kind {
+                ModelKind::Lf => "lf",
+                ModelKind::Udv => "udv",
+            }
+            .into(),
+        );
+        meta.insert("rank".into(), l.rank.to_string());
+        meta.insert("biases".into(), l.biases.to_string());
+        meta.insert("mu".into(), l.mu.to_string());
+        meta.insert("clip_min".into(), self.clip.0.to_string());
+        meta.insert("clip_max".into(), self.clip.1.to_string());
+        meta.insert(
+            "users".into(),
+            serde_json::to_string(self.users.names()).expect("strings serialise"),
+        );
+        meta.insert(
+            "items".into(),
+            serde_json::to_string(self.items.names()).expect("strings serialise"),
+        );
+        meta.insert("config".into(), self.config.clone());
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| model_err(format!("cannot serialise: {e}")))?;
+        let tmp = path.with_extension("safetensors.partial");
+        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads and checks a model file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let err = |m: String| Error::Model {
+            file: path.to_path_buf(),
+            message: m,
+        };
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("not a readable safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| err(format!("unreadable header ({e})")))?;
+        let meta = header
+            .metadata()
+            .clone()
+            .ok_or_else(|| err("no sslf metadata in the header".into()))?;
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| err(format!("metadata field `{k}` is missing")))
+        };
+        if get("sslf_format")? != "1" {
+            return Err(err(format!(
+                "unsupported sslf_format `{}` (this build reads 1)",
+                get("sslf_format")?
+            )));
+        }
+        let kind = match get("kind")?.as_str() {
+            "lf" => ModelKind::Lf,
+            "udv" => ModelKind::Udv,
+            k => return Err(err(format!("unknown model kind `{k}`"))),
+        };
+        let parse_f32 = |k: &str| -> Result<f32> {
+            get(k)?
+                .parse()
+                .map_err(|_| err(format!("metadata field `{k}` is not a number")))
+        };
+        let rank: usize = get("rank")?
+            .parse()
+            .map_err(|_| err("metadata field `rank` is not a count".into()))?;
+        let biases = get("biases")? == "true";
+        let ids = |k: &str| -> Result<IdMap> {
+            let names: Vec<String> = serde_json::from_str(get(k)?)
+                .map_err(|e| err(format!("metadata field `{k}` is not a list of ids: {e}")))?;
+            Ok(IdMap::from_names(names))
+        };
+        let (users, items) = (ids("users")?, ids("items")?);
+        let layout = Layout {
+            kind,
+            n_users: users.len(),
+            n_items: items.len(),
+            rank,
+            biases: biases && kind == ModelKind::Lf,
+            mu: parse_f32("mu")?,
+        };
+        if rank == 0 || rank > 1024 {
+            return Err(err(format!("rank {rank} is out of range")));
+        }
+        let mut theta = vec![0f32; layout.len()];
+        for (name, off, shape) in blocks(&layout) {
+            let t = st
+                .tensor(name)
+                .map_err(|_| err(format!("tensor `{name}` is missing")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(err(format!("tensor `{name}` is {:?}, expected F32", t.dtype())));
+            }
+            if t.shape() != shape.as_slice() {
+                return Err(err(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?} from the id lists and rank",
+                    t.shape(),
+                    shape
+                )));
+            }
+            let n: usize = shape.iter().product();
+            for (k, c) in t.data().chunks_exact(4).enumerate().take(n) {
+                theta[off + k] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Ok(ModelFile {
+            layout,
+            theta,
+            users,
+            items,
+            clip: (parse_f32("clip_min")?, parse_f32("clip_max")?),
+            config: get("config")?.clone(),
+        })
+    }
+}
+
+impl ModelFile {
+    /// r̂ for a (user, item) pair in dense ids; an unknown side contributes zero factors and zero
+    /// bias, so a wholly unknown pair is predicted as μ.
+    pub fn predict(&self, user: Option<u32>, item: Option<u32>) -> f32 {
+        let l = &self.layout;
+        let f = l.rank;
+        let row = |off: usize, r: Option<u32>| r.map(|r| &self.theta[off + r as usize * f..off + (r as usize + 1) * f]);
+        let (a, b) = (row(l.p_off(), user), row(l.q_off(), item));
+        let mut s = 0f32;
+        if let (Some(a), Some(b)) = (a, b) {
+            for k in 0..f {
+                s += match l.kind {
+                    ModelKind::Lf => a[k] * b[k],
+                    ModelKind::Udv => a[k] * self.theta[l.d_off() + k] * b[k],
+                };
+            }
+        }
+        if l.has_biases() {
+            s += l.mu;
+            if let Some(u) = user {
+                s += self.theta[l.b_off() + u as usize];
+            }
+            if let Some(i) = item {
+                s += self.theta[l.c_off() + i as usize];
+            }
+        }
+        s
+    }
+}

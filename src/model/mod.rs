@@ -1,0 +1,243 @@
+//! Models and their parameter layout. All trainable parameters live in one flat vector θ; a
+//! [`Layout`] says where each block starts. Backends read the layout, solvers never do.
+//!
+//! - LF: θ = [P (m×f) | Q (n×f) | b (m) | c (n)], the bias blocks present only with biases on;
+//!   r̂_ui = μ + b_u + c_i + p_u·q_i (μ and the biases only with biases on).
+//! - UDV^T: θ = [U (m×f) | V (n×f) | d (f)]; r̂_ui = Σ_k U_uk d_k V_ik.
+
+pub mod file;
+pub mod rank;
+
+use rand::prelude::*;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+/// Which prediction rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Lf,
+    Udv,
+}
+
+/// How the ridge penalty is weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Regularization {
+    /// λ‖p_u‖² once per known entry of u (the SLF family's form): weight λ·|K_u|.
+    #[default]
+    PerEntry,
+    /// ½λ(‖P‖²_F + ‖Q‖²_F): weight λ for every row.
+    Frobenius,
+}
+
+/// Shape of a model: what the backends need to evaluate r̂ and its derivatives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    pub kind: ModelKind,
+    pub n_users: usize,
+    pub n_items: usize,
+    /// f, the number of latent factors.
+    pub rank: usize,
+    /// LF only: bias blocks b and c present, and μ added.
+    pub biases: bool,
+    /// LF only: the fixed global mean μ (0 without biases).
+    pub mu: f32,
+}
+
+impl Layout {
+    /// Start of the user-factor block (P or U).
+    pub fn p_off(&self) -> usize {
+        0
+    }
+    /// Start of the item-factor block (Q or V).
+    pub fn q_off(&self) -> usize {
+        self.n_users * self.rank
+    }
+    /// Start of the user-bias block b (LF with biases).
+    pub fn b_off(&self) -> usize {
+        (self.n_users + self.n_items) * self.rank
+    }
+    /// Start of the item-bias block c (LF with biases).
+    pub fn c_off(&self) -> usize {
+        self.b_off() + self.n_users
+    }
+    /// Start of the diagonal d (UDV).
+    pub fn d_off(&self) -> usize {
+        (self.n_users + self.n_items) * self.rank
+    }
+    /// True when the LF model has bias blocks.
+    pub fn has_biases(&self) -> bool {
+        self.kind == ModelKind::Lf && self.biases
+    }
+    /// Length of θ.
+    pub fn len(&self) -> usize {
+        let f = (self.n_users + self.n_items) * self.rank;
+        match self.kind {
+            ModelKind::Lf if self.biases => f + self.n_users + self.n_items,
+            ModelKind::Lf => f,
+            ModelKind::Udv => f + self.rank,
+        }
+    }
+    /// True for an empty model.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Model hyper-parameters, as in the `model` section of a config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// f, the number of latent factors.
+    pub rank: usize,
+    /// LF: learn user and item biases around the training mean.
+    pub biases: bool,
+    /// λ on the factor blocks. `null` picks the model's default (LF 0.05, UDV 0).
+    pub lambda: Option<f64>,
+    /// λ_b on the bias blocks.
+    pub lambda_bias: f64,
+    pub regularization: Regularization,
+    /// Standard deviation of the LF factor initialisation; UDV uses `xi`.
+    pub init_scale: f64,
+    /// UDV: radius α_U of the Frobenius ball for U.
+    pub alpha_u: f64,
+    /// UDV: radius α_V of the Frobenius ball for V.
+    pub alpha_v: f64,
+    /// UDV: Frobenius norm ξ of the initial U and V.
+    pub xi: f64,
+    /// UDV: let d take either sign (no clipping at 0).
+    pub signed_d: bool,
+    /// UDV: relative tolerance for the numerical rank.
+    pub rank_tol: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            kind: ModelKind::Lf,
+            rank: 20,
+            biases: true,
+            lambda: None,
+            lambda_bias: 0.01,
+            regularization: Regularization::PerEntry,
+            init_scale: 0.1,
+            alpha_u: 1.0,
+            alpha_v: 1.0,
+            xi: 1e-2,
+            signed_d: false,
+            rank_tol: 1e-6,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// λ in force: the configured value, or the model's default.
+    pub fn lambda(&self) -> f64 {
+        self.lambda.unwrap_or(match self.kind {
+            ModelKind::Lf => 0.05,
+            ModelKind::Udv => 0.0,
+        })
+    }
+
+    /// Checks ranges; `Err` holds (field, message).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.rank == 0 || self.rank > 1024 {
+            return Err(("rank", "must be in 1..=1024".into()));
+        }
+        let l = self.lambda();
+        if !(l >= 0.0) || !l.is_finite() {
+            return Err(("lambda", "must be a finite number ≥ 0".into()));
+        }
+        if !(self.lambda_bias >= 0.0) || !self.lambda_bias.is_finite() {
+            return Err(("lambda_bias", "must be a finite number ≥ 0".into()));
+        }
+        if !(self.init_scale > 0.0) {
+            return Err(("init_scale", "must be > 0".into()));
+        }
+        if !(self.alpha_u > 0.0) || !(self.alpha_v > 0.0) {
+            return Err(("alpha_u", "the ball radii must be > 0".into()));
+        }
+        if !(self.xi > 0.0) || self.xi > self.alpha_u.min(self.alpha_v) {
+            return Err(("xi", "must be > 0 and inside both balls".into()));
+        }
+        if !(self.rank_tol > 0.0 && self.rank_tol < 1.0) {
+            return Err(("rank_tol", "must be in (0, 1)".into()));
+        }
+        Ok(())
+    }
+
+    /// The layout for a data set of this shape; `mu` is the training mean.
+    pub fn layout(&self, n_users: usize, n_items: usize, mu: f32) -> Layout {
+        let biases = self.kind == ModelKind::Lf && self.biases;
+        Layout {
+            kind: self.kind,
+            n_users,
+            n_items,
+            rank: self.rank,
+            biases,
+            mu: if biases { mu } else { 0.0 },
+        }
+    }
+
+    /// The initial θ: LF factors N(0, init_scale²) and zero biases; UDV U and V Gaussian scaled to
+    /// ‖·‖_F = ξ, and d = 1.
+    pub fn init(&self, layout: &Layout, seed: u64) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F_1A7E);
+        let mut theta = vec![0f32; layout.len()];
+        let nf = (layout.n_users + layout.n_items) * layout.rank;
+        for x in theta[..nf].iter_mut() {
+            *x = rng.sample::<f64, _>(StandardNormal) as f32;
+        }
+        match layout.kind {
+            ModelKind::Lf => {
+                for x in theta[..nf].iter_mut() {
+                    *x *= self.init_scale as f32;
+                }
+            }
+            ModelKind::Udv => {
+                for (lo, hi) in [(0, layout.q_off()), (layout.q_off(), nf)] {
+                    let n: f64 = theta[lo..hi].iter().map(|&x| (x as f64).powi(2)).sum();
+                    let s = (self.xi / n.sqrt().max(1e-30)) as f32;
+                    for x in theta[lo..hi].iter_mut() {
+                        *x *= s;
+                    }
+                }
+                for x in theta[nf..].iter_mut() {
+                    *x = 1.0;
+                }
+            }
+        }
+        theta
+    }
+
+    /// The diagonal D of the ridge term ½θᵀDθ, given the per-row entry counts.
+    pub fn reg_diag(&self, layout: &Layout, user_counts: &[u32], item_counts: &[u32]) -> Vec<f32> {
+        let lambda = self.lambda();
+        let w = |count: u32, l: f64| -> f32 {
+            match self.regularization {
+                Regularization::PerEntry => (l * count as f64) as f32,
+                Regularization::Frobenius => l as f32,
+            }
+        };
+        let f = layout.rank;
+        let mut d = vec![0f32; layout.len()];
+        for (u, &c) in user_counts.iter().enumerate() {
+            d[layout.p_off() + u * f..layout.p_off() + (u + 1) * f].fill(w(c, lambda));
+        }
+        for (i, &c) in item_counts.iter().enumerate() {
+            d[layout.q_off() + i * f..layout.q_off() + (i + 1) * f].fill(w(c, lambda));
+        }
+        if layout.has_biases() {
+            for (u, &c) in user_counts.iter().enumerate() {
+                d[layout.b_off() + u] = w(c, self.lambda_bias);
+            }
+            for (i, &c) in item_counts.iter().enumerate() {
+                d[layout.c_off() + i] = w(c, self.lambda_bias);
+            }
+        }
+        d
+    }
+}

@@ -1,0 +1,145 @@
+//! [`Problem`]: the training data, the model layout and the ridge term bound to one backend. It is
+//! what solvers see: a cost, a gradient, a curvature operator and a projection, each counted.
+//!
+//! E(θ) = ½Σe² + ½θᵀDθ, where D is the diagonal ridge weight of the model config (λ·|K_u| per
+//! entry, or λ for the Frobenius form).
+
+use crate::backend::{Backend, Curvature};
+use crate::error::Result;
+use crate::model::{Layout, ModelKind};
+use std::cell::Cell;
+
+/// The norm balls and sign rule of the UDV^T model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BallConstraint {
+    pub alpha_u: f64,
+    pub alpha_v: f64,
+    pub signed_d: bool,
+}
+
+/// Work done so far, in hardware-independent units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Passes over the known entries: each side (users or items) of a gradient or curvature
+    /// product is one pass, and so is a loss.
+    pub passes: u64,
+    pub gradients: u64,
+    pub products: u64,
+    pub losses: u64,
+}
+
+/// Data + model + ridge term on a backend.
+pub struct Problem<'b, B: Backend> {
+    pub backend: &'b B,
+    pub matrix: B::Matrix,
+    pub layout: Layout,
+    /// Diagonal D of the ridge term.
+    pub reg: B::Vector,
+    pub curvature: Curvature,
+    pub constraint: Option<BallConstraint>,
+    counters: Cell<Counters>,
+}
+
+impl<'b, B: Backend> Problem<'b, B> {
+    pub fn new(
+        backend: &'b B,
+        matrix: B::Matrix,
+        layout: Layout,
+        reg: B::Vector,
+        curvature: Curvature,
+        constraint: Option<BallConstraint>,
+    ) -> Self {
+        Problem {
+            backend,
+            matrix,
+            layout,
+            reg,
+            curvature,
+            constraint,
+            counters: Cell::new(Counters::default()),
+        }
+    }
+
+    /// Work counted so far.
+    pub fn counters(&self) -> Counters {
+        self.counters.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// A zero vector of θ's length.
+    pub fn zeros(&self) -> Result<B::Vector> {
+        self.backend.zeros(self.layout.len())
+    }
+
+    /// E(θ).
+    pub fn loss(&self, theta: &B::Vector) -> Result<f64> {
+        let sq = self.backend.sq_error(&self.matrix, &self.layout, theta)?;
+        let ridge = self.backend.wdot(&self.reg, theta, theta)?;
+        self.count(|c| {
+            c.passes += 1;
+            c.losses += 1;
+        });
+        Ok(0.5 * (sq + ridge))
+    }
+
+    /// g ← ∇E(θ); returns E(θ).
+    pub fn gradient(&self, theta: &B::Vector, g: &mut B::Vector) -> Result<f64> {
+        let sq = self.backend.gradient(&self.matrix, &self.layout, theta, g)?;
+        self.backend.mul_add(&self.reg, theta, g)?;
+        let ridge = self.backend.wdot(&self.reg, theta, theta)?;
+        self.count(|c| {
+            c.passes += 2;
+            c.gradients += 1;
+        });
+        Ok(0.5 * (sq + ridge))
+    }
+
+    /// out ← (G + D)·v at θ, with G the configured curvature of ½Σe².
+    pub fn curvature_product(
+        &self,
+        theta: &B::Vector,
+        v: &B::Vector,
+        out: &mut B::Vector,
+    ) -> Result<()> {
+        self.backend
+            .curvature_product(&self.matrix, &self.layout, theta, v, out, self.curvature)?;
+        self.backend.mul_add(&self.reg, v, out)?;
+        self.count(|c| {
+            c.passes += 2;
+            c.products += 1;
+        });
+        Ok(())
+    }
+
+    /// Projects θ onto the constraint set (UDV^T: U and V into their balls, d clipped at 0 unless
+    /// signed); a no-op for unconstrained models. A norm reduction on the device, the factor chosen
+    /// here, then a scale on the device.
+    pub fn project(&self, theta: &mut B::Vector) -> Result<()> {
+        let Some(ball) = self.constraint else {
+            return Ok(());
+        };
+        debug_assert_eq!(self.layout.kind, ModelKind::Udv);
+        let l = &self.layout;
+        let nf = l.n_items * l.rank;
+        for (range, alpha) in [
+            (l.p_off()..l.q_off(), ball.alpha_u),
+            (l.q_off()..l.q_off() + nf, ball.alpha_v),
+        ] {
+            let norm = self.backend.norm_sq_range(theta, range.clone())?.sqrt();
+            if norm > alpha {
+                self.backend
+                    .scale_range(theta, range, (alpha / norm) as f32)?;
+            }
+        }
+        if !ball.signed_d {
+            self.backend
+                .clamp_min_range(theta, l.d_off()..l.d_off() + l.rank, 0.0)?;
+        }
+        Ok(())
+    }
+}
