@@ -73,6 +73,8 @@ pub struct GpuBackend {
     limits: wgpu::Limits,
     subgroups: bool,
     binding_cap: u64,
+    /// Largest binding for rating arrays: `binding_cap`, or less with `gpu.max_chunk_bytes`.
+    chunk_cap: u64,
     pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
     state: Mutex<State>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -85,7 +87,8 @@ fn instance() -> wgpu::Instance {
 
 fn adapters() -> Vec<wgpu::Adapter> {
     let inst = instance();
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    // GL is left out unless WGPU_BACKEND asks for it: it lacks subgroups, and probing EGL prints noise.
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
     pollster::block_on(inst.enumerate_adapters(backends))
 }
 
@@ -214,10 +217,11 @@ impl GpuBackend {
         let mut binding_cap = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        if let Some(c) = opts.max_chunk_bytes {
-            binding_cap = binding_cap.min(c);
-        }
         binding_cap -= binding_cap % 16;
+        let mut chunk_cap = binding_cap;
+        if let Some(c) = opts.max_chunk_bytes {
+            chunk_cap = chunk_cap.min(c - c % 16);
+        }
 
         let mut pipelines = HashMap::new();
         let mut modules = HashMap::new();
@@ -297,6 +301,7 @@ impl GpuBackend {
             limits,
             subgroups,
             binding_cap,
+            chunk_cap,
             pipelines,
             state: Mutex::new(state),
             errors,
@@ -322,6 +327,11 @@ impl GpuBackend {
     /// The largest storage binding used, in bytes.
     pub fn binding_cap(&self) -> u64 {
         self.binding_cap
+    }
+
+    /// The largest binding of a rating-array chunk, in bytes.
+    pub fn chunk_cap(&self) -> u64 {
+        self.chunk_cap
     }
 
     /// Bytes of device buffers sslf has created for data and vectors.
@@ -554,8 +564,8 @@ impl Backend for GpuBackend {
                 } else {
                     "no subgroups".into()
                 },
-                if self.binding_cap < self.limits.max_storage_buffer_binding_size {
-                    format!(", bindings capped at {} bytes", self.binding_cap)
+                if self.chunk_cap < self.binding_cap {
+                    format!(", rating chunks capped at {} bytes", self.chunk_cap)
                 } else {
                     String::new()
                 }

@@ -51,8 +51,8 @@ pub struct GpuEntries {
 
 impl GpuBackend {
     fn upload_side(&self, what: &str, c: &Compressed) -> Result<GpuSide> {
-        let max_entries = (self.binding_cap / 8) as usize;
-        let max_rows = (self.binding_cap / 4) as usize - 1;
+        let max_entries = (self.chunk_cap / 8) as usize;
+        let max_rows = (self.chunk_cap / 4) as usize - 1;
         let mut chunks = Vec::new();
         let mut r0 = 0usize;
         while r0 < c.n_rows {
@@ -69,8 +69,8 @@ impl GpuBackend {
                     what: format!("{what} row {r0} ({} entries)", c.row_len(r0)),
                     needed: c.row_len(r0) as u64 * 8,
                     available: format!(
-                        "one storage binding holds at most {} bytes",
-                        self.binding_cap
+                        "one rating chunk holds at most {} bytes",
+                        self.chunk_cap
                     ),
                 });
             }
@@ -440,7 +440,7 @@ impl SparseOps for GpuBackend {
     }
 
     fn upload_entries(&self, r: &Ratings) -> Result<GpuEntries> {
-        let per = (self.binding_cap / 12) as usize;
+        let per = (self.chunk_cap / 12) as usize;
         let mut chunks = Vec::new();
         for start in (0..r.nnz()).step_by(per.max(1)) {
             let end = (start + per).min(r.nnz());

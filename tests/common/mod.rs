@@ -1,0 +1,205 @@
+//! Shared test fixtures: backend handles (one GPU device per test binary), seeded problems with
+//! awkward shapes, tolerances, and the `backend_suite!` macro that stamps every generic check out
+//! for the CPU backend, the GPU backend and the GPU backend with tiny chunks.
+#![allow(dead_code)]
+
+pub mod reference;
+
+use rand::prelude::*;
+use reference::Reference;
+use sslf::backend::cpu::CpuBackend;
+use sslf::backend::gpu::{GpuBackend, GpuOptions};
+use sslf::data::synth::{generate, SynthConfig};
+use sslf::data::{Matrix, Ratings};
+use sslf::model::{Layout, ModelConfig, ModelKind, Regularization};
+use std::sync::OnceLock;
+
+/// A CPU backend on two threads.
+pub fn cpu() -> CpuBackend {
+    CpuBackend::new(2).expect("thread pool")
+}
+
+fn require_gpu() -> bool {
+    std::env::var("SSLF_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+fn open_gpu(opts: GpuOptions) -> Option<GpuBackend> {
+    match GpuBackend::new(&opts) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if require_gpu() {
+                panic!("SSLF_REQUIRE_GPU=1 but no GPU backend: {e}");
+            }
+            eprintln!("skipped: no wgpu adapter ({e}) (set SSLF_REQUIRE_GPU=1 to fail)");
+            None
+        }
+    }
+}
+
+/// The GPU backend (any adapter, lavapipe included), or None with a printed reason.
+pub fn gpu() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    let g = GPU.get_or_init(|| {
+        open_gpu(GpuOptions {
+            max_chunk_bytes: None,
+            subgroups: true,
+        })
+    });
+    if g.is_none() {
+        eprintln!("skipped: no wgpu adapter (set SSLF_REQUIRE_GPU=1 to fail)");
+    }
+    g.as_ref()
+}
+
+/// The GPU backend with 4 KiB bindings and no subgroups: every rating array splits into many
+/// chunks, and reductions take the portable path.
+pub fn gpu_chunked() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    let g = GPU.get_or_init(|| {
+        open_gpu(GpuOptions {
+            max_chunk_bytes: Some(4096),
+            subgroups: false,
+        })
+    });
+    if g.is_none() {
+        eprintln!("skipped: no wgpu adapter (set SSLF_REQUIRE_GPU=1 to fail)");
+    }
+    g.as_ref()
+}
+
+/// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name`, `gpu::name` and
+/// `gpu_chunked::name`.
+#[macro_export]
+macro_rules! backend_suite {
+    ($($name:ident),* $(,)?) => {
+        mod cpu {
+            $( #[test] fn $name() { super::$name(&$crate::common::cpu()); } )*
+        }
+        mod gpu {
+            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu() { super::$name(g); } } )*
+        }
+        mod gpu_chunked {
+            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_chunked() { super::$name(g); } } )*
+        }
+    };
+}
+
+/// A seeded problem with awkward shapes: 300 users (one workgroup of 256 plus 44), 150 items, a
+/// user and an item with no entries, nnz not a multiple of 64, rows short enough for 4 KiB chunks.
+pub struct Fixture {
+    pub cfg: ModelConfig,
+    pub layout: Layout,
+    pub ratings: Ratings,
+    pub matrix: Matrix,
+    pub reg: Vec<f32>,
+    pub theta: Vec<f32>,
+    pub v: Vec<f32>,
+    pub w: Vec<f32>,
+    pub reference: Reference,
+}
+
+pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) -> Fixture {
+    let (m, n) = (300, 150);
+    let ds = generate(&SynthConfig {
+        n_users: m,
+        n_items: n,
+        nnz: 3001,
+        rank: 3,
+        noise: 0.3,
+        user_exponent: 0.3,
+        item_exponent: 0.3,
+        seed,
+        ..Default::default()
+    });
+    let mut r = Ratings::default();
+    for k in 0..ds.ratings.nnz() {
+        let (u, i) = (ds.ratings.users[k], ds.ratings.items[k]);
+        if u == 7 || i == 11 {
+            continue;
+        }
+        r.push(u, i, ds.ratings.values[k]);
+    }
+    assert!(r.nnz() % 64 != 0, "nnz {} should not be a multiple of 64", r.nnz());
+    let cfg = ModelConfig {
+        kind,
+        rank: 5,
+        biases,
+        lambda: Some(0.07),
+        lambda_bias: 0.03,
+        regularization: reg,
+        ..Default::default()
+    };
+    let layout = cfg.layout(m, n, r.mean() as f32);
+    let matrix = Matrix::from_ratings(&r, m, n);
+    let counts = |c: &sslf::data::Compressed| -> Vec<u32> {
+        (0..c.n_rows).map(|k| c.row_len(k) as u32).collect()
+    };
+    let regd = cfg.reg_diag(&layout, &counts(&matrix.by_user), &counts(&matrix.by_item));
+    let mut rng = StdRng::seed_from_u64(seed + 100);
+    let mut rand_vec = |scale: f32| -> Vec<f32> {
+        (0..layout.len())
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+            .collect()
+    };
+    let mut theta = rand_vec(0.6);
+    if kind == ModelKind::Udv {
+        for t in 0..layout.rank {
+            theta[layout.d_off() + t] = 0.5 + 0.2 * t as f32;
+        }
+    }
+    let v = rand_vec(1.0);
+    let w = rand_vec(1.0);
+    let reference = Reference::new(layout, r.clone(), &regd);
+    Fixture {
+        cfg,
+        layout,
+        ratings: r,
+        matrix,
+        reg: regd,
+        theta,
+        v,
+        w,
+        reference,
+    }
+}
+
+/// Every model variant the suites cover.
+pub fn all_fixtures(seed: u64) -> Vec<(&'static str, Fixture)> {
+    vec![
+        ("lf+biases", fixture(ModelKind::Lf, true, Regularization::PerEntry, seed)),
+        ("lf", fixture(ModelKind::Lf, false, Regularization::Frobenius, seed)),
+        ("udv", fixture(ModelKind::Udv, false, Regularization::PerEntry, seed)),
+    ]
+}
+
+pub fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// ‖got − want‖∞ ≤ atol + rtol·‖want‖∞.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
+    let (mut worst, mut at) = (0f64, 0usize);
+    for k in 0..got.len() {
+        let d = (got[k] as f64 - want[k]).abs();
+        if d > worst {
+            worst = d;
+            at = k;
+        }
+    }
+    assert!(
+        worst <= atol + rtol * scale,
+        "{what}: max error {worst:.3e} at {at} (got {}, want {}) exceeds {atol:.1e} + {rtol:.1e}·{scale:.3e}",
+        got[at],
+        want[at]
+    );
+}
+
+/// |got − want| ≤ atol + rtol·|want|.
+pub fn assert_close_scalar(what: &str, got: f64, want: f64, rtol: f64, atol: f64) {
+    assert!(
+        (got - want).abs() <= atol + rtol * want.abs(),
+        "{what}: got {got}, want {want}"
+    );
+}
