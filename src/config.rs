@@ -143,8 +143,7 @@ pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
             "expected KEY=VALUE, for example solver.rho=0.1",
         )
     })?;
-    let value: Value =
-        serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let value: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
     let mut node = root;
     let keys: Vec<&str> = path.split('.').collect();
     for (k, key) in keys.iter().enumerate() {
@@ -214,7 +213,8 @@ impl TrainConfig {
     /// Checks every range and combination; errors name the JSON path.
     pub fn validate(&self, file: &str) -> Result<()> {
         let d = &self.data;
-        let n_sources = d.synthetic.is_some() as u8 + d.path.is_some() as u8 + d.train.is_some() as u8;
+        let n_sources =
+            d.synthetic.is_some() as u8 + d.path.is_some() as u8 + d.train.is_some() as u8;
         if n_sources > 1 {
             return Err(config_err(
                 file,
@@ -223,7 +223,11 @@ impl TrainConfig {
             ));
         }
         if d.test.is_some() && d.train.is_none() {
-            return Err(config_err(file, "data.test", "needs `data.train` beside it"));
+            return Err(config_err(
+                file,
+                "data.test",
+                "needs `data.train` beside it",
+            ));
         }
         if !(0.0..1.0).contains(&d.test_fraction) {
             return Err(config_err(file, "data.test_fraction", "must be in [0, 1)"));
@@ -248,7 +252,7 @@ impl TrainConfig {
         if self.train.max_epochs == 0 {
             return Err(config_err(file, "train.max_epochs", "must be ≥ 1"));
         }
-        if !(self.train.min_delta >= 0.0) {
+        if !crate::model::finite_nonneg(self.train.min_delta) {
             return Err(config_err(file, "train.min_delta", "must be ≥ 0"));
         }
         if let Some(b) = self.gpu.max_chunk_bytes {
@@ -282,7 +286,10 @@ mod tests {
         let e = TrainConfig::from_json("c.json", r#"{"solver": {"cg_iter": 3}}"#, &[])
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("c.json: solver: unknown field `cg_iter`"), "{e}");
+        assert!(
+            e.starts_with("c.json: solver.cg_iter: unknown field `cg_iter`"),
+            "{e}"
+        );
         let e = TrainConfig::from_json("c.json", r#"{"model": {"rank": "x"}}"#, &[])
             .unwrap_err()
             .to_string();
@@ -302,7 +309,11 @@ mod tests {
         let cfg = TrainConfig::from_json(
             "c.json",
             "{}",
-            &["solver.rho=0.3".into(), "solver.name=sslf".into(), "train.max_epochs=3".into()],
+            &[
+                "solver.rho=0.3".into(),
+                "solver.name=sslf".into(),
+                "train.max_epochs=3".into(),
+            ],
         )
         .unwrap();
         assert_eq!(cfg.solver.rho, 0.3);
@@ -311,6 +322,6 @@ mod tests {
         let e = TrainConfig::from_json("c.json", "{}", &["solver.rhoo=1".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("solver: unknown field `rhoo`"), "{e}");
+        assert!(e.contains("solver.rhoo: unknown field `rhoo`"), "{e}");
     }
 }

@@ -89,7 +89,9 @@ impl<'b, B: Backend> Problem<'b, B> {
 
     /// g ← ∇E(θ); returns E(θ).
     pub fn gradient(&self, theta: &B::Vector, g: &mut B::Vector) -> Result<f64> {
-        let sq = self.backend.gradient(&self.matrix, &self.layout, theta, g)?;
+        let sq = self
+            .backend
+            .gradient(&self.matrix, &self.layout, theta, g)?;
         self.backend.mul_add(&self.reg, theta, g)?;
         let ridge = self.backend.wdot(&self.reg, theta, theta)?;
         self.count(|c| {
@@ -106,8 +108,14 @@ impl<'b, B: Backend> Problem<'b, B> {
         v: &B::Vector,
         out: &mut B::Vector,
     ) -> Result<()> {
-        self.backend
-            .curvature_product(&self.matrix, &self.layout, theta, v, out, self.curvature)?;
+        self.backend.curvature_product(
+            &self.matrix,
+            &self.layout,
+            theta,
+            v,
+            out,
+            self.curvature,
+        )?;
         self.backend.mul_add(&self.reg, v, out)?;
         self.count(|c| {
             c.passes += 2;

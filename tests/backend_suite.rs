@@ -23,7 +23,13 @@ fn gradient_and_loss_match_reference<B: Backend>(b: &B) {
         assert_close_scalar(&format!("{name} Σe² (loss)"), sq2, want_sq, 1e-5, 1e-6);
         let e: Vec<f64> = fx.reference.residuals(&th).iter().map(|x| -x).collect();
         let want = fx.reference.jtv(&th, &e);
-        assert_close(&format!("{name} gradient"), &b.download(&g).unwrap(), &want, 2e-5, 1e-6);
+        assert_close(
+            &format!("{name} gradient"),
+            &b.download(&g).unwrap(),
+            &want,
+            2e-5,
+            1e-6,
+        );
     }
 }
 
@@ -83,29 +89,53 @@ fn evaluation_matches_reference<B: Backend>(b: &B) {
         let rc: Vec<f64> = (0..r.len())
             .map(|k| {
                 fx.ratings.values[k] as f64
-                    - fx.reference.predict(&th, k).clamp(clip.0 as f64, clip.1 as f64)
+                    - fx.reference
+                        .predict(&th, k)
+                        .clamp(clip.0 as f64, clip.1 as f64)
             })
             .collect();
         let rmse_c = (rc.iter().map(|e| e * e).sum::<f64>() / n).sqrt();
         assert_eq!(s.count, fx.ratings.nnz() as u64);
         assert_close_scalar(&format!("{name} rmse"), s.rmse(), rmse, 1e-5, 0.0);
         assert_close_scalar(&format!("{name} mae"), s.mae(), mae, 1e-5, 0.0);
-        assert_close_scalar(&format!("{name} clipped rmse"), s.rmse_clipped(), rmse_c, 1e-5, 0.0);
+        assert_close_scalar(
+            &format!("{name} clipped rmse"),
+            s.rmse_clipped(),
+            rmse_c,
+            1e-5,
+            0.0,
+        );
     }
 }
 
 fn vector_ops_match_host<B: Backend>(b: &B) {
     let n = 70_001; // not a multiple of any workgroup size
-    let x: Vec<f32> = (0..n).map(|k| ((k * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-    let y: Vec<f32> = (0..n).map(|k| ((k * 104_729) % 997) as f32 / 300.0 - 1.5).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|k| ((k * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let y: Vec<f32> = (0..n)
+        .map(|k| ((k * 104_729) % 997) as f32 / 300.0 - 1.5)
+        .collect();
     let d: Vec<f32> = (0..n).map(|k| (k % 13) as f32 / 13.0).collect();
-    let (xv, yv, dv) = (b.upload(&x).unwrap(), b.upload(&y).unwrap(), b.upload(&d).unwrap());
+    let (xv, yv, dv) = (
+        b.upload(&x).unwrap(),
+        b.upload(&y).unwrap(),
+        b.upload(&d).unwrap(),
+    );
     let dot: f64 = x.iter().zip(&y).map(|(a, c)| *a as f64 * *c as f64).sum();
     assert_close_scalar("dot", b.dot(&xv, &yv).unwrap(), dot, 1e-5, 1e-3);
-    let wdot: f64 = (0..n).map(|k| d[k] as f64 * x[k] as f64 * y[k] as f64).sum();
+    let wdot: f64 = (0..n)
+        .map(|k| d[k] as f64 * x[k] as f64 * y[k] as f64)
+        .sum();
     assert_close_scalar("wdot", b.wdot(&dv, &xv, &yv).unwrap(), wdot, 1e-5, 1e-3);
     let nrm: f64 = x[100..60_100].iter().map(|a| (*a as f64).powi(2)).sum();
-    assert_close_scalar("norm_sq_range", b.norm_sq_range(&xv, 100..60_100).unwrap(), nrm, 1e-5, 0.0);
+    assert_close_scalar(
+        "norm_sq_range",
+        b.norm_sq_range(&xv, 100..60_100).unwrap(),
+        nrm,
+        1e-5,
+        0.0,
+    );
 
     let mut out = b.zeros(n).unwrap();
     b.copy(&yv, &mut out).unwrap();
@@ -114,14 +144,22 @@ fn vector_ops_match_host<B: Backend>(b: &B) {
     b.mul_add(&dv, &xv, &mut out).unwrap(); // + d⊙x
     b.scale_range(&mut out, 10..20, 3.0).unwrap();
     b.clamp_min_range(&mut out, 30_000..40_000, 0.0).unwrap();
-    let mut want: Vec<f64> = (0..n).map(|k| -2.0 * y[k] as f64 + d[k] as f64 * x[k] as f64).collect();
+    let mut want: Vec<f64> = (0..n)
+        .map(|k| -2.0 * y[k] as f64 + d[k] as f64 * x[k] as f64)
+        .collect();
     for w in &mut want[10..20] {
         *w *= 3.0;
     }
     for w in &mut want[30_000..40_000] {
         *w = w.max(0.0);
     }
-    assert_close("vector chain", &b.download(&out).unwrap(), &want, 1e-6, 1e-6);
+    assert_close(
+        "vector chain",
+        &b.download(&out).unwrap(),
+        &want,
+        1e-6,
+        1e-6,
+    );
 
     let mut o2 = b.zeros(n).unwrap();
     b.waxpy(0.25, &xv, &yv, &mut o2).unwrap();
@@ -135,7 +173,14 @@ fn vector_ops_match_host<B: Backend>(b: &B) {
     let mut th = b.upload(&y).unwrap();
     let mut m1 = b.zeros(n).unwrap();
     let mut m2 = b.zeros(n).unwrap();
-    let h = AdamHyper { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, c1: 10.0, c2: 1000.0 };
+    let h = AdamHyper {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        c1: 10.0,
+        c2: 1000.0,
+    };
     b.adam_step(&mut th, &xv, &mut m1, &mut m2, h).unwrap();
     let want: Vec<f64> = (0..n)
         .map(|k| {
@@ -167,7 +212,9 @@ fn cg_solves_a_damped_gauss_newton_system<B: Backend>(b: &B) {
         b.axpy(gamma, v, out)
     };
     let bnorm = b.dot(&rhs, &rhs).unwrap().sqrt();
-    let out = cg.solve(b, &mut apply, &rhs, &mut x, 500, 1e-4 * bnorm).unwrap();
+    let out = cg
+        .solve(b, &mut apply, &rhs, &mut x, 500, 1e-4 * bnorm)
+        .unwrap();
     assert_eq!(out.stop, sslf::solver::cg::CgStop::Converged, "{out:?}");
     // Check A x = b with the f64 reference operator.
     let (th, xs) = (f64s(&fx.theta), f64s(&b.download(&x).unwrap()));
@@ -180,7 +227,11 @@ fn cg_solves_a_damped_gauss_newton_system<B: Backend>(b: &B) {
 
 fn projection_lands_in_the_ball_and_is_idempotent<B: Backend>(b: &B) {
     let fx = fixture(ModelKind::Udv, false, Regularization::PerEntry, 6);
-    let ball = BallConstraint { alpha_u: 1.0, alpha_v: 0.5, signed_d: false };
+    let ball = BallConstraint {
+        alpha_u: 1.0,
+        alpha_v: 0.5,
+        signed_d: false,
+    };
     let p = Problem::new(
         b,
         b.upload_matrix(&fx.matrix).unwrap(),
@@ -195,11 +246,20 @@ fn projection_lands_in_the_ball_and_is_idempotent<B: Backend>(b: &B) {
     p.project(&mut theta).unwrap();
     let once = b.download(&theta).unwrap();
     let l = &fx.layout;
-    let nu: f64 = once[l.p_off()..l.q_off()].iter().map(|x| (*x as f64).powi(2)).sum();
-    let nv: f64 = once[l.q_off()..l.d_off()].iter().map(|x| (*x as f64).powi(2)).sum();
+    let nu: f64 = once[l.p_off()..l.q_off()]
+        .iter()
+        .map(|x| (*x as f64).powi(2))
+        .sum();
+    let nv: f64 = once[l.q_off()..l.d_off()]
+        .iter()
+        .map(|x| (*x as f64).powi(2))
+        .sum();
     assert!(nu.sqrt() <= 1.0 + 1e-5, "‖U‖ = {}", nu.sqrt());
     assert!(nv.sqrt() <= 0.5 + 1e-5, "‖V‖ = {}", nv.sqrt());
-    assert!((nu.sqrt() - 1.0).abs() < 1e-4, "U was outside, so it lands on the sphere");
+    assert!(
+        (nu.sqrt() - 1.0).abs() < 1e-4,
+        "U was outside, so it lands on the sphere"
+    );
     assert_eq!(once[l.d_off()], 0.0, "d is clipped at 0");
     p.project(&mut theta).unwrap();
     let twice = b.download(&theta).unwrap();
@@ -218,7 +278,10 @@ fn training_is_bitwise_deterministic<B: Backend>(b: &B) {
                 Curvature::GaussNewton,
                 None,
             );
-            let cfg = SolverConfig { name: SolverKind::Sslf, ..Default::default() };
+            let cfg = SolverConfig {
+                name: SolverKind::Sslf,
+                ..Default::default()
+            };
             let mut s = Slf::new(&cfg, &p).unwrap();
             let mut theta = b.upload(&fx.theta).unwrap();
             for _ in 0..3 {
@@ -263,7 +326,10 @@ fn slf_epochs_lower_the_loss<B: Backend>(b: &B) {
             assert!(rep.cg_iters > 0);
             last = rep.loss;
         }
-        assert!(last < 0.99 * before, "{name}: E went from {before} to {last}");
+        assert!(
+            last < 0.99 * before,
+            "{name}: E went from {before} to {last}"
+        );
     }
 }
 

@@ -42,7 +42,10 @@ fn the_portable_variant_uses_no_subgroup_operations() {
         let sub = module_source(file, true).unwrap();
         let m = naga::front::wgsl::parse_str(&sub).unwrap();
         let r = Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&m);
-        assert!(r.is_err(), "{file}: the subgroup variant validated without SUBGROUP");
+        assert!(
+            r.is_err(),
+            "{file}: the subgroup variant validated without SUBGROUP"
+        );
     }
 }
 
@@ -60,8 +63,22 @@ fn params_struct_matches_wgsl_layout() {
     assert_eq!(*span as usize, std::mem::size_of::<Params>());
     assert_eq!(std::mem::align_of::<Params>(), 4);
     let names = [
-        "n", "start", "f", "flags", "own", "other", "own_bias", "other_bias", "d_off", "part", "a",
-        "b", "c", "d", "e", "g",
+        "n",
+        "start",
+        "f",
+        "flags",
+        "own",
+        "other",
+        "own_bias",
+        "other_bias",
+        "d_off",
+        "part",
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "g",
     ];
     assert_eq!(members.len(), names.len());
     for (k, (m, want)) in members.iter().zip(names).enumerate() {

@@ -83,8 +83,13 @@ pub trait VectorOps {
     /// y ← x + b·y (the CG direction update).
     fn xpby(&self, x: &Self::Vector, b: f32, y: &mut Self::Vector) -> Result<()>;
     /// out ← y + a·x (the SAM ascent point θ̃ = θ + a·g).
-    fn waxpy(&self, a: f32, x: &Self::Vector, y: &Self::Vector, out: &mut Self::Vector)
-        -> Result<()>;
+    fn waxpy(
+        &self,
+        a: f32,
+        x: &Self::Vector,
+        y: &Self::Vector,
+        out: &mut Self::Vector,
+    ) -> Result<()>;
     /// x ← a·x.
     fn scale(&self, a: f32, x: &mut Self::Vector) -> Result<()>;
     /// y ← y + d⊙x.

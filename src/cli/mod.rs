@@ -126,7 +126,9 @@ impl AnyBackend {
             BackendChoice::Auto => match GpuBackend::new_hardware(&opts) {
                 Ok(g) => Ok(AnyBackend::Gpu(Box::new(g))),
                 Err(e) => {
-                    say(&format!("sslf: no hardware GPU ({e}); falling back to the CPU backend"));
+                    say(&format!(
+                        "sslf: no hardware GPU ({e}); falling back to the CPU backend"
+                    ));
                     Ok(AnyBackend::Cpu(CpuBackend::new(cfg.train.threads)?))
                 }
             },
@@ -263,7 +265,11 @@ pub fn print_summary(s: &Summary) {
         s.rank,
         s.rank_report.tol,
         sv.join(", "),
-        if s.rank_report.singular_values.len() > 8 { ", …" } else { "" }
+        if s.rank_report.singular_values.len() > 8 {
+            ", …"
+        } else {
+            ""
+        }
     );
 }
 

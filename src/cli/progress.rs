@@ -1,9 +1,9 @@
 //! The terminal observer: one fixed-width line per epoch (LIBMF style) under an indicatif bar that
 //! shows only on a terminal.
 
+use crate::error::Result;
 use crate::experiment::observe::Observer;
 use crate::experiment::{EpochRecord, Summary};
-use crate::error::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints the learning curve as a table.

@@ -189,8 +189,7 @@ impl Compressed {
             if idx.windows(2).all(|w| w[0] <= w[1]) {
                 return;
             }
-            let mut pairs: Vec<(u32, f32)> =
-                idx.iter().copied().zip(val.iter().copied()).collect();
+            let mut pairs: Vec<(u32, f32)> = idx.iter().copied().zip(val.iter().copied()).collect();
             pairs.sort_by_key(|p| p.0);
             for (k, (i, v)) in pairs.into_iter().enumerate() {
                 idx[k] = i;
@@ -277,8 +276,14 @@ impl DataStats {
             mean,
             min,
             max,
-            max_user_degree: (0..m.n_users()).map(|r| m.by_user.row_len(r)).max().unwrap_or(0),
-            max_item_degree: (0..m.n_items()).map(|r| m.by_item.row_len(r)).max().unwrap_or(0),
+            max_user_degree: (0..m.n_users())
+                .map(|r| m.by_user.row_len(r))
+                .max()
+                .unwrap_or(0),
+            max_item_degree: (0..m.n_items())
+                .map(|r| m.by_item.row_len(r))
+                .max()
+                .unwrap_or(0),
         }
     }
 }

@@ -67,7 +67,7 @@ impl Format {
 /// Reads one rating file into a new data set with fresh id maps.
 pub fn read_file(path: &Path, format: Format, dups: DuplicatePolicy) -> Result<Dataset> {
     let mut ds = Dataset::default();
-    read_into(path, format, dups, &mut ds)?;
+    ds.ratings = read_into(path, format, dups, &mut ds)?;
     Ok(ds)
 }
 
@@ -88,7 +88,8 @@ pub fn read_into(
     let mut any_line = false;
     for (k, line) in reader.lines().enumerate() {
         let line_no = k + 1;
-        let line = line.map_err(|e| Error::data(path, line_no, format!("cannot read line: {e}")))?;
+        let line =
+            line.map_err(|e| Error::data(path, line_no, format!("cannot read line: {e}")))?;
         let text = line.trim();
         any_line = true;
         if text.is_empty() {
@@ -216,10 +217,10 @@ pub fn read_into(
                             path,
                             line_no,
                             format!(
-                                "duplicate pair (user {}, item {}), first seen on line {first_line} \
+                            "duplicate pair (user {}, item {}), first seen on line {first_line} \
                                  (set data.duplicates to \"keep_last\" to keep the later value)",
-                                fields[0], fields[1]
-                            ),
+                            fields[0], fields[1]
+                        ),
                         ))
                     }
                     DuplicatePolicy::KeepLast => {
@@ -256,7 +257,11 @@ fn check_mtx_banner(path: &Path, text: &str) -> Result<()> {
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower.split_whitespace().collect();
     if words.first() != Some(&"%%matrixmarket") {
-        return Err(Error::data(path, 1, "expected the banner `%%MatrixMarket ...`"));
+        return Err(Error::data(
+            path,
+            1,
+            "expected the banner `%%MatrixMarket ...`",
+        ));
     }
     if words.get(1) != Some(&"matrix") || words.get(2) != Some(&"coordinate") {
         return Err(Error::data(
@@ -279,11 +284,7 @@ fn check_mtx_banner(path: &Path, text: &str) -> Result<()> {
         }
     }
     if words.get(4) != Some(&"general") {
-        return Err(Error::data(
-            path,
-            1,
-            "only `general` symmetry is supported",
-        ));
+        return Err(Error::data(path, 1, "only `general` symmetry is supported"));
     }
     Ok(())
 }
@@ -330,10 +331,19 @@ mod tests {
     fn reads_every_format() {
         for (name, text) in [
             ("u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n"),
-            ("ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n"),
-            ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,9\n"),
+            (
+                "ratings.dat",
+                "1::1193::5::978300760\n1::661::3::978302109\n",
+            ),
+            (
+                "ratings.csv",
+                "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,9\n",
+            ),
             ("x.tsv", "0 1 2.5\n1\t0\t3\n"),
-            ("x.mtx", "%%MatrixMarket matrix coordinate real general\n% c\n2 2 2\n1 2 2.5\n2 1 3\n"),
+            (
+                "x.mtx",
+                "%%MatrixMarket matrix coordinate real general\n% c\n2 2 2\n1 2 2.5\n2 1 3\n",
+            ),
         ] {
             let (_d, p) = file_with(name, text);
             let ds = read_file(&p, Format::Auto, DuplicatePolicy::Error).unwrap();
@@ -354,8 +364,15 @@ mod tests {
         let e = err("x.tsv", "", DuplicatePolicy::Error);
         assert!(e.ends_with("x.tsv: the file holds no ratings"), "{e}");
         let e = err("x.tsv", "0 1 2\n\n0 1 3\n", DuplicatePolicy::Error);
-        assert!(e.contains("x.tsv:3: duplicate pair (user 0, item 1), first seen on line 1"), "{e}");
-        let e = err("x.mtx", "%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n", DuplicatePolicy::Error);
+        assert!(
+            e.contains("x.tsv:3: duplicate pair (user 0, item 1), first seen on line 1"),
+            "{e}"
+        );
+        let e = err(
+            "x.mtx",
+            "%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n",
+            DuplicatePolicy::Error,
+        );
         assert!(e.contains("x.mtx:3: row index `3` is not in 1..=2"), "{e}");
     }
 

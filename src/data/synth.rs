@@ -67,15 +67,19 @@ impl SynthConfig {
             return Err("nnz must be positive".into());
         }
         if self.nnz as f64 > 0.5 * self.n_users as f64 * self.n_items as f64 {
-            return Err("nnz must be at most half of n_users × n_items (the data are sparse)".into());
+            return Err(
+                "nnz must be at most half of n_users × n_items (the data are sparse)".into(),
+            );
         }
         if self.rank == 0 {
             return Err("rank must be positive".into());
         }
-        if !(self.noise >= 0.0) || !self.noise.is_finite() {
+        if !crate::model::finite_nonneg(self.noise) {
             return Err("noise must be a finite number ≥ 0".into());
         }
-        if !(self.user_exponent >= 0.0) || !(self.item_exponent >= 0.0) {
+        if !crate::model::finite_nonneg(self.user_exponent)
+            || !crate::model::finite_nonneg(self.item_exponent)
+        {
             return Err("degree exponents must be ≥ 0".into());
         }
         Ok(())
@@ -84,7 +88,9 @@ impl SynthConfig {
 
 fn mix(seed: u64, k: u64) -> u64 {
     // SplitMix64 finaliser: decorrelates per-user streams.
-    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x632B_E59B_D9B4_E019);
+    let mut z = seed
+        ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x632B_E59B_D9B4_E019);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -103,14 +109,12 @@ fn power_weights(n: usize, exponent: f64, rng: &mut StdRng) -> Vec<f64> {
 fn gaussian_rows(n: usize, rank: usize, seed: u64) -> Vec<f32> {
     let s = 1.0 / (rank as f64).sqrt().sqrt();
     let mut out = vec![0f32; n * rank];
-    out.par_chunks_mut(rank)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let mut rng = StdRng::seed_from_u64(mix(seed, r as u64));
-            for x in row {
-                *x = (rng.sample::<f64, _>(StandardNormal) * s) as f32;
-            }
-        });
+    out.par_chunks_mut(rank).enumerate().for_each(|(r, row)| {
+        let mut rng = StdRng::seed_from_u64(mix(seed, r as u64));
+        for x in row {
+            *x = (rng.sample::<f64, _>(StandardNormal) * s) as f32;
+        }
+    });
     out
 }
 
@@ -210,7 +214,10 @@ mod tests {
             deg[u as usize] += 1;
         }
         let max = *deg.iter().max().unwrap() as f64;
-        assert!(max > 10.0 * n / 2000.0, "max degree {max} is not heavy-tailed");
+        assert!(
+            max > 10.0 * n / 2000.0,
+            "max degree {max} is not heavy-tailed"
+        );
         let c = generate(&SynthConfig { seed: 2, ..cfg });
         assert_ne!(a.ratings, c.ratings);
     }

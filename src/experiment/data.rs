@@ -3,7 +3,7 @@
 use crate::config::DataConfig;
 use crate::data::read::{read_file, read_into};
 use crate::data::split::split;
-use crate::data::synth::{generate, SynthConfig};
+use crate::data::synth::generate;
 use crate::data::{Dataset, IdMap, Ratings};
 use crate::error::Result;
 
@@ -40,7 +40,9 @@ impl Prepared {
     pub fn cold_test_entries(&self) -> usize {
         let (cu, ci) = self.train_counts();
         (0..self.test.nnz())
-            .filter(|&k| cu[self.test.users[k] as usize] == 0 || ci[self.test.items[k] as usize] == 0)
+            .filter(|&k| {
+                cu[self.test.users[k] as usize] == 0 || ci[self.test.items[k] as usize] == 0
+            })
             .count()
     }
 }
@@ -66,7 +68,7 @@ pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
                 p.display().to_string(),
             ),
             None => {
-                let s = cfg.synthetic.clone().unwrap_or_else(SynthConfig::default);
+                let s = cfg.synthetic.clone().unwrap_or_default();
                 let src = format!(
                     "synthetic {}×{}, {} entries, rank {}, noise {}",
                     s.n_users, s.n_items, s.nnz, s.rank, s.noise

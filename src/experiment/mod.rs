@@ -146,9 +146,7 @@ pub fn train<B: Backend>(
         return Err(Error::Unsupported("the training set is empty".into()));
     }
     let (n_users, n_items) = (data.n_users(), data.n_items());
-    let layout = cfg
-        .model
-        .layout(n_users, n_items, data.train.mean() as f32);
+    let layout = cfg.model.layout(n_users, n_items, data.train.mean() as f32);
     let (cu, ci) = data.train_counts();
     let matrix = Matrix::from_ratings(&data.train, n_users, n_items);
     let stats = DataStats::of(&matrix);

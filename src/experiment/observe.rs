@@ -50,7 +50,9 @@ pub struct Observers<'a>(pub Vec<&'a mut dyn Observer>);
 
 impl Observer for Observers<'_> {
     fn start(&mut self, name: &str, max_epochs: usize) -> Result<()> {
-        self.0.iter_mut().try_for_each(|o| o.start(name, max_epochs))
+        self.0
+            .iter_mut()
+            .try_for_each(|o| o.start(name, max_epochs))
     }
     fn epoch(&mut self, record: &EpochRecord) -> Result<()> {
         self.0.iter_mut().try_for_each(|o| o.epoch(record))

@@ -160,7 +160,10 @@ impl ModelFile {
                 .tensor(name)
                 .map_err(|_| err(format!("tensor `{name}` is missing")))?;
             if t.dtype() != Dtype::F32 {
-                return Err(err(format!("tensor `{name}` is {:?}, expected F32", t.dtype())));
+                return Err(err(format!(
+                    "tensor `{name}` is {:?}, expected F32",
+                    t.dtype()
+                )));
             }
             if t.shape() != shape.as_slice() {
                 return Err(err(format!(
@@ -191,7 +194,9 @@ impl ModelFile {
     pub fn predict(&self, user: Option<u32>, item: Option<u32>) -> f32 {
         let l = &self.layout;
         let f = l.rank;
-        let row = |off: usize, r: Option<u32>| r.map(|r| &self.theta[off + r as usize * f..off + (r as usize + 1) * f]);
+        let row = |off: usize, r: Option<u32>| {
+            r.map(|r| &self.theta[off + r as usize * f..off + (r as usize + 1) * f])
+        };
         let (a, b) = (row(l.p_off(), user), row(l.q_off(), item));
         let mut s = 0f32;
         if let (Some(a), Some(b)) = (a, b) {

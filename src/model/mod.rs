@@ -9,6 +9,17 @@ pub mod file;
 pub mod rank;
 
 use rand::prelude::*;
+
+/// True for a finite x ≥ 0 (false for NaN).
+pub fn finite_nonneg(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// True for a finite x > 0 (false for NaN).
+pub fn finite_pos(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -148,19 +159,19 @@ impl ModelConfig {
             return Err(("rank", "must be in 1..=1024".into()));
         }
         let l = self.lambda();
-        if !(l >= 0.0) || !l.is_finite() {
+        if !finite_nonneg(l) {
             return Err(("lambda", "must be a finite number ≥ 0".into()));
         }
-        if !(self.lambda_bias >= 0.0) || !self.lambda_bias.is_finite() {
+        if !finite_nonneg(self.lambda_bias) {
             return Err(("lambda_bias", "must be a finite number ≥ 0".into()));
         }
-        if !(self.init_scale > 0.0) {
+        if !finite_pos(self.init_scale) {
             return Err(("init_scale", "must be > 0".into()));
         }
-        if !(self.alpha_u > 0.0) || !(self.alpha_v > 0.0) {
+        if !finite_pos(self.alpha_u) || !finite_pos(self.alpha_v) {
             return Err(("alpha_u", "the ball radii must be > 0".into()));
         }
-        if !(self.xi > 0.0) || self.xi > self.alpha_u.min(self.alpha_v) {
+        if !finite_pos(self.xi) || self.xi > self.alpha_u.min(self.alpha_v) {
             return Err(("xi", "must be > 0 and inside both balls".into()));
         }
         if !(self.rank_tol > 0.0 && self.rank_tol < 1.0) {
@@ -185,7 +196,7 @@ impl ModelConfig {
     /// The initial θ: LF factors N(0, init_scale²) and zero biases; UDV U and V Gaussian scaled to
     /// ‖·‖_F = ξ, and d = 1.
     pub fn init(&self, layout: &Layout, seed: u64) -> Vec<f32> {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F_1A7E);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x005E_ED0F_1A7E);
         let mut theta = vec![0f32; layout.len()];
         let nf = (layout.n_users + layout.n_items) * layout.rank;
         for x in theta[..nf].iter_mut() {

@@ -24,9 +24,8 @@ pub fn rank_report(a: &[f32], b: &[f32], d: Option<&[f32]>, f: usize, tol: f64) 
     let n = b.len() / f;
     let mut am = DMatrix::<f64>::from_fn(m, f, |r, c| a[r * f + c] as f64);
     if let Some(d) = d {
-        for c in 0..f {
-            let s = d[c] as f64;
-            am.column_mut(c).scale_mut(s);
+        for (c, &s) in d.iter().enumerate().take(f) {
+            am.column_mut(c).scale_mut(s as f64);
         }
     }
     let bm = DMatrix::<f64>::from_fn(n, f, |r, c| b[r * f + c] as f64);

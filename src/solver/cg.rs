@@ -29,6 +29,9 @@ pub struct CgOutcome {
     pub xr: f64,
 }
 
+/// A matrix-free operator: `apply(v, out)` sets out ← A·v.
+pub type Operator<'a, V> = dyn FnMut(&V, &mut V) -> Result<()> + 'a;
+
 /// Work vectors of CG, kept across solves.
 pub struct ConjugateGradient<B: Backend> {
     r: B::Vector,
@@ -49,7 +52,7 @@ impl<B: Backend> ConjugateGradient<B> {
     pub fn solve(
         &mut self,
         backend: &B,
-        apply: &mut dyn FnMut(&B::Vector, &mut B::Vector) -> Result<()>,
+        apply: &mut Operator<'_, B::Vector>,
         b: &B::Vector,
         x: &mut B::Vector,
         max_iters: usize,
@@ -68,7 +71,7 @@ impl<B: Backend> ConjugateGradient<B> {
             }
             apply(&self.p, &mut self.ap)?;
             let pap = backend.dot(&self.p, &self.ap)?;
-            if !(pap > 0.0) {
+            if pap <= 0.0 || pap.is_nan() {
                 stop = CgStop::NegativeCurvature;
                 if iters == 0 && pap < 0.0 {
                     // Step along b to the magnitude of the quadratic, and let damping judge it.

@@ -145,12 +145,13 @@ impl<B: Backend> Solver<B> for Slf<B> {
         let accepted = match self.cfg.damping {
             Damping::Fixed => new_loss.is_finite(),
             Damping::LevenbergMarquardt => {
-                let ratio = if predicted > 0.0 {
+                // A non-positive prediction or a NaN loss counts as a failed step.
+                let ratio = if predicted > 0.0 && new_loss.is_finite() {
                     (loss - new_loss) / predicted
                 } else {
                     -1.0
                 };
-                if !(ratio >= 0.25) {
+                if ratio < 0.25 {
                     self.gamma = (self.gamma * 1.5).min(GAMMA_MAX);
                 } else if ratio > 0.75 {
                     self.gamma = (self.gamma / 1.5).max(GAMMA_MIN);

@@ -119,7 +119,11 @@ pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) ->
         }
         r.push(u, i, ds.ratings.values[k]);
     }
-    assert!(r.nnz() % 64 != 0, "nnz {} should not be a multiple of 64", r.nnz());
+    assert!(
+        r.nnz() % 64 != 0,
+        "nnz {} should not be a multiple of 64",
+        r.nnz()
+    );
     let cfg = ModelConfig {
         kind,
         rank: 5,
@@ -166,9 +170,18 @@ pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) ->
 /// Every model variant the suites cover.
 pub fn all_fixtures(seed: u64) -> Vec<(&'static str, Fixture)> {
     vec![
-        ("lf+biases", fixture(ModelKind::Lf, true, Regularization::PerEntry, seed)),
-        ("lf", fixture(ModelKind::Lf, false, Regularization::Frobenius, seed)),
-        ("udv", fixture(ModelKind::Udv, false, Regularization::PerEntry, seed)),
+        (
+            "lf+biases",
+            fixture(ModelKind::Lf, true, Regularization::PerEntry, seed),
+        ),
+        (
+            "lf",
+            fixture(ModelKind::Lf, false, Regularization::Frobenius, seed),
+        ),
+        (
+            "udv",
+            fixture(ModelKind::Udv, false, Regularization::PerEntry, seed),
+        ),
     ]
 }
 

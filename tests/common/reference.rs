@@ -1,6 +1,7 @@
 //! A naive f64 implementation of ALGORITHMS.md, written as obviously-correct loops over COO
 //! entries. Its derivatives are checked against finite differences; both backends are checked
 //! against it.
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas
 
 use sslf::data::Ratings;
 use sslf::model::{Layout, ModelKind};

@@ -50,8 +50,20 @@ fn view<'a>(layout: &Layout, x: &'a [f32], side: Side) -> View<'a> {
         &[]
     };
     match side {
-        Side::Users => View { own: p, other: q, own_bias: b, other_bias: c, d },
-        Side::Items => View { own: q, other: p, own_bias: c, other_bias: b, d },
+        Side::Users => View {
+            own: p,
+            other: q,
+            own_bias: b,
+            other_bias: c,
+            d,
+        },
+        Side::Items => View {
+            own: q,
+            other: p,
+            own_bias: c,
+            other_bias: b,
+            d,
+        },
     }
 }
 
@@ -98,6 +110,7 @@ enum Pass<'a> {
 
 /// Runs a pass over one side. `out` has own-rows × f floats (plus own biases) or is absent for a
 /// loss pass. Returns (Σe² over the side, d-block partial sum).
+#[allow(clippy::too_many_arguments)]
 fn side_pass(
     be: &CpuBackend,
     layout: &Layout,
@@ -267,11 +280,29 @@ fn out_blocks<'a>(layout: &Layout, out: &'a mut [f32]) -> OutBlocks<'a> {
     let (q, rest) = rest.split_at_mut(layout.n_items * layout.rank);
     if layout.has_biases() {
         let (b, c) = rest.split_at_mut(layout.n_users);
-        OutBlocks { p, q, b: Some(b), c: Some(c), d: None }
+        OutBlocks {
+            p,
+            q,
+            b: Some(b),
+            c: Some(c),
+            d: None,
+        }
     } else if layout.kind == ModelKind::Udv {
-        OutBlocks { p, q, b: None, c: None, d: Some(rest) }
+        OutBlocks {
+            p,
+            q,
+            b: None,
+            c: None,
+            d: Some(rest),
+        }
     } else {
-        OutBlocks { p, q, b: None, c: None, d: None }
+        OutBlocks {
+            p,
+            q,
+            b: None,
+            c: None,
+            d: None,
+        }
     }
 }
 
@@ -327,7 +358,17 @@ impl SparseOps for CpuBackend {
 
     fn sq_error(&self, m: &Matrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
         let th = view(layout, theta, Side::Users);
-        Ok(side_pass(self, layout, &m.by_user, &th, &Pass::Loss, None, None, false).0)
+        Ok(side_pass(
+            self,
+            layout,
+            &m.by_user,
+            &th,
+            &Pass::Loss,
+            None,
+            None,
+            false,
+        )
+        .0)
     }
 
     fn gradient(

@@ -114,9 +114,7 @@ impl VectorOps for CpuBackend {
     }
     fn norm_sq_range(&self, x: &Vec<f32>, range: Range<usize>) -> Result<f64> {
         let s = &x[range];
-        Ok(self.install(|| {
-            reduce(s.len(), |r| s[r].iter().map(|a| (*a as f64).powi(2)).sum())
-        }))
+        Ok(self.install(|| reduce(s.len(), |r| s[r].iter().map(|a| (*a as f64).powi(2)).sum())))
     }
     fn scale_range(&self, x: &mut Vec<f32>, range: Range<usize>, a: f32) -> Result<()> {
         self.install(|| {

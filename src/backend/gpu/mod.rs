@@ -274,8 +274,9 @@ impl GpuBackend {
                 mapped_at_creation: false,
             })
         };
-        let storage =
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         let state = State {
             encoder: None,
             params: vec![0u8; RING_SLOTS * SLOT as usize],
@@ -292,7 +293,10 @@ impl GpuBackend {
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             ),
             scratch: buf("sslf::scratch", 16, storage),
-            dummy: [buf("sslf::dummy0", 16, storage), buf("sslf::dummy1", 16, storage)],
+            dummy: [
+                buf("sslf::dummy0", 16, storage),
+                buf("sslf::dummy1", 16, storage),
+            ],
         };
         Ok(GpuBackend {
             device,
@@ -437,7 +441,9 @@ impl GpuBackend {
         });
         let enc = st.encoder.get_or_insert_with(|| {
             self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sslf") })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("sslf"),
+                })
         });
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(kernel.entry()),
@@ -504,7 +510,9 @@ impl GpuBackend {
         }
         let enc = st.encoder.get_or_insert_with(|| {
             self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sslf") })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("sslf"),
+                })
         });
         enc.copy_buffer_to_buffer(src, 0, &st.staging, 0, bytes);
         let idx = self.flush(st).expect("encoder was just used");

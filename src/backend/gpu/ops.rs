@@ -68,14 +68,14 @@ impl GpuBackend {
                 return Err(Error::DeviceMemory {
                     what: format!("{what} row {r0} ({} entries)", c.row_len(r0)),
                     needed: c.row_len(r0) as u64 * 8,
-                    available: format!(
-                        "one rating chunk holds at most {} bytes",
-                        self.chunk_cap
-                    ),
+                    available: format!("one rating chunk holds at most {} bytes", self.chunk_cap),
                 });
             }
             let end = c.ptr[r1] as usize;
-            let rowptr: Vec<u32> = c.ptr[r0..=r1].iter().map(|&p| (p as usize - base) as u32).collect();
+            let rowptr: Vec<u32> = c.ptr[r0..=r1]
+                .iter()
+                .map(|&p| (p as usize - base) as u32)
+                .collect();
             let mut ent = Vec::with_capacity(2 * (end - base));
             for k in base..end {
                 ent.push(c.index[k]);
@@ -127,7 +127,12 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn reduction(&self, kernel: Kernel, params: Params, bind: &[(u32, &wgpu::Buffer)]) -> Result<f64> {
+    fn reduction(
+        &self,
+        kernel: Kernel,
+        params: Params,
+        bind: &[(u32, &wgpu::Buffer)],
+    ) -> Result<f64> {
         if params.n == 0 {
             return Ok(0.0);
         }
@@ -151,9 +156,19 @@ impl GpuBackend {
             flags |= FLAG_UDV;
         }
         let (own, other, ob, tb) = if side_users {
-            (layout.p_off(), layout.q_off(), layout.b_off(), layout.c_off())
+            (
+                layout.p_off(),
+                layout.q_off(),
+                layout.b_off(),
+                layout.c_off(),
+            )
         } else {
-            (layout.q_off(), layout.p_off(), layout.c_off(), layout.b_off())
+            (
+                layout.q_off(),
+                layout.p_off(),
+                layout.c_off(),
+                layout.b_off(),
+            )
         };
         Params {
             f: layout.rank as u32,
@@ -241,11 +256,29 @@ impl GpuBackend {
         let write = if out.is_some() { FLAG_WRITE } else { 0 };
         let mut pu = Self::model_params(layout, true);
         pu.flags |= write | if udv { FLAG_DBLOCK } else { 0 };
-        let used = self.row_pass(&mut st, Kernel::GradRows, &m.users, pu, &theta.buf, None, target, 0);
+        let used = self.row_pass(
+            &mut st,
+            Kernel::GradRows,
+            &m.users,
+            pu,
+            &theta.buf,
+            None,
+            target,
+            0,
+        );
         if out.is_some() {
             let mut pi = Self::model_params(layout, false);
             pi.flags |= write;
-            self.row_pass(&mut st, Kernel::GradRows, &m.items, pi, &theta.buf, None, target, used);
+            self.row_pass(
+                &mut st,
+                Kernel::GradRows,
+                &m.items,
+                pi,
+                &theta.buf,
+                None,
+                target,
+                used,
+            );
             if udv {
                 self.d_colsum(&mut st, layout, target);
             }
@@ -287,7 +320,11 @@ impl VectorOps for GpuBackend {
     type Vector = GpuVector;
 
     fn upload(&self, data: &[f32]) -> Result<GpuVector> {
-        let buf = self.storage_buffer("vector", data.len() as u64 * 4, Some(bytemuck::cast_slice(data)))?;
+        let buf = self.storage_buffer(
+            "vector",
+            data.len() as u64 * 4,
+            Some(bytemuck::cast_slice(data)),
+        )?;
         Ok(GpuVector {
             buf,
             len: data.len(),
@@ -314,7 +351,11 @@ impl VectorOps for GpuBackend {
     }
 
     fn copy(&self, src: &GpuVector, dst: &mut GpuVector) -> Result<()> {
-        self.elementwise(Kernel::Copy, Self::vec_params(src.len), &[(1, &src.buf), (3, &dst.buf)])
+        self.elementwise(
+            Kernel::Copy,
+            Self::vec_params(src.len),
+            &[(1, &src.buf), (3, &dst.buf)],
+        )
     }
 
     fn fill(&self, v: &mut GpuVector, value: f32) -> Result<()> {
@@ -363,7 +404,11 @@ impl VectorOps for GpuBackend {
     }
 
     fn dot(&self, x: &GpuVector, y: &GpuVector) -> Result<f64> {
-        self.reduction(Kernel::Dot, Self::vec_params(x.len), &[(1, &x.buf), (2, &y.buf)])
+        self.reduction(
+            Kernel::Dot,
+            Self::vec_params(x.len),
+            &[(1, &x.buf), (2, &y.buf)],
+        )
     }
 
     fn wdot(&self, d: &GpuVector, x: &GpuVector, y: &GpuVector) -> Result<f64> {
@@ -499,10 +544,28 @@ impl SparseOps for GpuBackend {
         };
         let mut pu = Self::model_params(layout, true);
         pu.flags |= hess | if udv { FLAG_DBLOCK } else { 0 };
-        self.row_pass(&mut st, Kernel::CurvRows, &m.users, pu, &theta.buf, Some(&v.buf), &out.buf, 0);
+        self.row_pass(
+            &mut st,
+            Kernel::CurvRows,
+            &m.users,
+            pu,
+            &theta.buf,
+            Some(&v.buf),
+            &out.buf,
+            0,
+        );
         let mut pi = Self::model_params(layout, false);
         pi.flags |= hess;
-        self.row_pass(&mut st, Kernel::CurvRows, &m.items, pi, &theta.buf, Some(&v.buf), &out.buf, 0);
+        self.row_pass(
+            &mut st,
+            Kernel::CurvRows,
+            &m.items,
+            pi,
+            &theta.buf,
+            Some(&v.buf),
+            &out.buf,
+            0,
+        );
         if udv {
             self.d_colsum(&mut st, layout, &out.buf);
         }

@@ -132,14 +132,15 @@ impl Kernel {
 
 /// The full WGSL module for a kernel file: prelude (+ model helpers) + the file.
 pub fn module_source(file: &str, subgroups: bool) -> Result<String> {
-    let (_, src, model) = FILES
-        .iter()
-        .find(|(f, _, _)| *f == file)
-        .ok_or_else(|| Error::Shader {
-            kernel: "-".into(),
-            file: file.into(),
-            message: "no such shader file".into(),
-        })?;
+    let (_, src, model) =
+        FILES
+            .iter()
+            .find(|(f, _, _)| *f == file)
+            .ok_or_else(|| Error::Shader {
+                kernel: "-".into(),
+                file: file.into(),
+                message: "no such shader file".into(),
+            })?;
     let prelude = if subgroups { COMMON_SUBGROUP } else { COMMON };
     Ok(format!(
         "{prelude}\n{}\n{src}",

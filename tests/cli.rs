@@ -1,0 +1,190 @@
+//! The real binary in a temporary directory: good runs, bad inputs, messages and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sslf(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sslf"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn default_train_prints_a_learning_curve_and_writes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sslf(dir.path(), &["train", "--epochs", "3", "--output", "out"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("epoch          loss  valid_rmse"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("3 ")),
+        "{out}"
+    );
+    assert!(out.contains("test:  rmse"), "{out}");
+    for f in ["summary.json", "metrics.jsonl", "model.safetensors"] {
+        assert!(dir.path().join("out").join(f).exists(), "{f}");
+    }
+    let lines = std::fs::read_to_string(dir.path().join("out/metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 4, "epochs 0..=3");
+    let first: serde_json::Value = serde_json::from_str(lines.lines().nth(1).unwrap()).unwrap();
+    for key in [
+        "epoch",
+        "loss",
+        "valid_rmse",
+        "cg_iters",
+        "hvp_count",
+        "passes",
+        "elapsed_s",
+    ] {
+        assert!(first.get(key).is_some(), "{key} in {first}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(summary["test"]["rmse"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary["config"]["train"]["max_epochs"], 3);
+
+    // The saved model evaluates on a file of the same ids.
+    let o = sslf(dir.path(), &["gen", "--out", "g.tsv", "--nnz", "5000"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = sslf(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "out/model.safetensors",
+            "--data",
+            "g.tsv",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("g.tsv: rmse"), "{out}");
+}
+
+#[test]
+fn gen_then_train_on_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sslf(
+        dir.path(),
+        &[
+            "gen", "--out", "d.tsv", "--users", "300", "--items", "200", "--nnz", "6000",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::write(
+        dir.path().join("c.json"),
+        r#"{"data": {"path": "d.tsv"}, "model": {"rank": 4}, "solver": {"name": "adam"},
+            "train": {"max_epochs": 5, "output": "o"}}"#,
+    )
+    .unwrap();
+    let o = sslf(
+        dir.path(),
+        &["train", "-c", "c.json", "--set", "solver.lr=0.05"],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("d.tsv"), "{err}");
+    assert!(out.contains("test:  rmse"), "{out}");
+}
+
+#[test]
+fn bad_config_names_the_file_and_json_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.json"), r#"{"solver": {"cg_iter": 5}}"#).unwrap();
+    let o = sslf(dir.path(), &["train", "-c", "bad.json"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("sslf: error: bad.json: solver.cg_iter: unknown field `cg_iter`"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("range.json"),
+        r#"{"solver": {"cg_tol": 2}}"#,
+    )
+    .unwrap();
+    let o = sslf(dir.path(), &["train", "-c", "range.json"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("range.json: solver.cg_tol: must be in (0, 1)"),
+        "{err}"
+    );
+    let o = sslf(dir.path(), &["train", "--set", "model.rank=abc"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("model.rank: invalid type"), "{err}");
+}
+
+#[test]
+fn bad_data_names_file_and_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.tsv"), "1 2 3\n2 3 4\n3 4 NaN\n").unwrap();
+    std::fs::write(
+        dir.path().join("c.json"),
+        r#"{"data": {"path": "r.tsv"}, "train": {"output": "o"}}"#,
+    )
+    .unwrap();
+    let o = sslf(dir.path(), &["train", "-c", "c.json"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sslf: error: r.tsv:3: rating `NaN` is not finite"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("m.json"),
+        r#"{"data": {"path": "missing.tsv"}, "train": {"output": "o"}}"#,
+    )
+    .unwrap();
+    let o = sslf(dir.path(), &["train", "-c", "m.json"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("missing.tsv"), "{err}");
+}
+
+#[test]
+fn corrupted_or_truncated_model_files_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sslf(
+        dir.path(),
+        &["train", "--epochs", "1", "--output", "o", "-q"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::write(dir.path().join("d.tsv"), "1 2 3\n").unwrap();
+    let bytes = std::fs::read(dir.path().join("o/model.safetensors")).unwrap();
+    for (name, data) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("header", {
+            let mut b = bytes.clone();
+            b[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
+            b
+        }),
+        ("empty", Vec::new()),
+    ] {
+        let p = dir.path().join(format!("{name}.safetensors"));
+        std::fs::write(&p, data).unwrap();
+        let o = sslf(
+            dir.path(),
+            &["eval", "--model", p.to_str().unwrap(), "--data", "d.tsv"],
+        );
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}.safetensors: ")),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
