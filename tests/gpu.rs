@@ -108,3 +108,23 @@ fn cli_trains_on_the_gpu_backend() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("max_storage_buffer_binding_size"));
 }
+
+#[test]
+fn udv_training_on_the_gpu_follows_the_cpu() {
+    let Some(g) = gpu() else { return };
+    use sslf::config::TrainConfig;
+    use sslf::experiment::{data::prepare, observe::Recorder, train};
+    for solver in [&["solver.name=gd"][..], &["solver.name=slf", "solver.gamma=1"][..]] {
+        let mut o: Vec<String> = vec!["train.max_epochs=60".into(), "train.save_model=false".into()];
+        o.extend(solver.iter().map(|s| s.to_string()));
+        let cfg =
+            TrainConfig::load(std::path::Path::new("configs/udv-rank-recovery.json"), &o).unwrap();
+        let data = prepare(&cfg.data).unwrap();
+        let cpu = sslf::backend::cpu::CpuBackend::new(2).unwrap();
+        let c = train(&cpu, &cfg, &data, &mut Recorder::default()).unwrap();
+        let gg = train(g, &cfg, &data, &mut Recorder::default()).unwrap();
+        let (cl, gl) = (c.summary.final_loss, gg.summary.final_loss);
+        eprintln!("{solver:?}: cpu loss {cl}, gpu loss {gl}");
+        assert!((cl - gl).abs() <= 1e-3 * cl.abs(), "{solver:?}: cpu {cl} vs gpu {gl}");
+    }
+}
