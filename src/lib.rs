@@ -17,6 +17,7 @@
 //! The maths follows `ALGORITHMS.md` of the design notes; `ARCHITECTURE.md` maps the modules.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -322,7 +322,11 @@ fn slf_epochs_lower_the_loss<B: Backend>(b: &B) {
         let mut last = before;
         for _ in 0..5 {
             let rep = s.next_iter(&p, &mut theta).unwrap();
-            assert!(rep.loss <= last, "{name}: {rep:?} raised E from {last}");
+            // E from a gradient pass and from a loss pass may differ in the last bits.
+            assert!(
+                rep.loss <= last * (1.0 + 1e-12),
+                "{name}: {rep:?} raised E from {last}"
+            );
             assert!(rep.cg_iters > 0);
             last = rep.loss;
         }

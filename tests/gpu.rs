@@ -114,8 +114,14 @@ fn udv_training_on_the_gpu_follows_the_cpu() {
     let Some(g) = gpu() else { return };
     use sslf::config::TrainConfig;
     use sslf::experiment::{data::prepare, observe::Recorder, train};
-    for solver in [&["solver.name=gd"][..], &["solver.name=slf", "solver.gamma=1"][..]] {
-        let mut o: Vec<String> = vec!["train.max_epochs=60".into(), "train.save_model=false".into()];
+    for solver in [
+        &["solver.name=gd"][..],
+        &["solver.name=slf", "solver.gamma=1"][..],
+    ] {
+        let mut o: Vec<String> = vec![
+            "train.max_epochs=60".into(),
+            "train.save_model=false".into(),
+        ];
         o.extend(solver.iter().map(|s| s.to_string()));
         let cfg =
             TrainConfig::load(std::path::Path::new("configs/udv-rank-recovery.json"), &o).unwrap();
@@ -125,6 +131,9 @@ fn udv_training_on_the_gpu_follows_the_cpu() {
         let gg = train(g, &cfg, &data, &mut Recorder::default()).unwrap();
         let (cl, gl) = (c.summary.final_loss, gg.summary.final_loss);
         eprintln!("{solver:?}: cpu loss {cl}, gpu loss {gl}");
-        assert!((cl - gl).abs() <= 1e-3 * cl.abs(), "{solver:?}: cpu {cl} vs gpu {gl}");
+        assert!(
+            (cl - gl).abs() <= 1e-3 * cl.abs(),
+            "{solver:?}: cpu {cl} vs gpu {gl}"
+        );
     }
 }

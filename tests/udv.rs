@@ -14,9 +14,14 @@ fn run(overrides: &[&str]) -> Summary {
     o.push("train.save_model=false".into());
     let cfg = TrainConfig::load(Path::new("configs/udv-rank-recovery.json"), &o).unwrap();
     let data = prepare(&cfg.data).unwrap();
-    train(&CpuBackend::new(2).unwrap(), &cfg, &data, &mut Recorder::default())
-        .unwrap()
-        .summary
+    train(
+        &CpuBackend::new(2).unwrap(),
+        &cfg,
+        &data,
+        &mut Recorder::default(),
+    )
+    .unwrap()
+    .summary
 }
 
 fn fixture() -> serde_json::Value {
@@ -41,11 +46,20 @@ fn udv_with_gradient_descent_recovers_rank_exactly_three() {
     assert_eq!(s.rank, 20);
     assert_eq!(s.rank_report.rank, 3, "{sv:?}");
     assert!(sv[3] / sv[0] < 1e-6, "σ4/σ1 = {}", sv[3] / sv[0]);
-    assert!(sv[2] / sv[0] > 0.1, "the third true component is learned: {sv:?}");
+    assert!(
+        sv[2] / sv[0] > 0.1,
+        "the third true component is learned: {sv:?}"
+    );
     assert!(s.test.unwrap().rmse < 0.01, "fits the noiseless data");
     let want = spectrum(&fixture()["udv_gd"]);
     for k in 0..3 {
-        assert!((sv[k] - want[k]).abs() < 1e-3 * want[k], "σ{} {} vs fixture {}", k + 1, sv[k], want[k]);
+        assert!(
+            (sv[k] - want[k]).abs() < 1e-3 * want[k],
+            "σ{} {} vs fixture {}",
+            k + 1,
+            sv[k],
+            want[k]
+        );
     }
 }
 
@@ -64,6 +78,12 @@ fn lf_with_gradient_descent_and_no_regularization_does_not() {
     assert!(sv[3] / sv[0] > 1e-2, "σ4/σ1 = {}", sv[3] / sv[0]);
     let want = spectrum(&fixture()["lf_gd"]);
     for k in 0..4 {
-        assert!((sv[k] - want[k]).abs() < 1e-3 * want[k], "σ{} {} vs fixture {}", k + 1, sv[k], want[k]);
+        assert!(
+            (sv[k] - want[k]).abs() < 1e-3 * want[k],
+            "σ{} {} vs fixture {}",
+            k + 1,
+            sv[k],
+            want[k]
+        );
     }
 }

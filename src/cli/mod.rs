@@ -33,6 +33,75 @@ pub enum Command {
     Eval(EvalArgs),
     /// List the wgpu adapters with their limits.
     Devices,
+    /// Time the training ops on every available backend (GPU and CPU) and print a table.
+    Bench(BenchArgs),
+    /// Predict ratings for (user, item) pairs with a saved model, in the original ids.
+    Predict(PredictArgs),
+    /// List a user's top-N items, leaving out those rated in training.
+    Recommend(RecommendArgs),
+    /// Run an experiment file: several methods × seeds × a grid, with tables and plots.
+    Experiment(ExperimentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model file written by `sslf train`.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// File of `user item` pairs (whitespace or comma separated; further columns are ignored).
+    #[arg(long, short)]
+    pub pairs: PathBuf,
+    /// Output file (default: standard output), `user<TAB>item<TAB>prediction` lines.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Clip predictions to the training rating range.
+    #[arg(long)]
+    pub clip: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// Model file written by `sslf train`.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// The user, by its original id.
+    #[arg(long, short)]
+    pub user: String,
+    /// How many items.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// Experiment file (JSON).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Output folder (overrides `output`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Backend for every run: cpu, gpu or auto (overrides each run's).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Print only the table.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Bench config (JSON); without it, 100k users × 10k items × 2M entries at rank 32.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set rank=64` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Where to write the JSON table (overrides `output`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Print only the table.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +216,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gen(a) => gen(a),
         Command::Eval(a) => eval(a),
         Command::Devices => devices(),
+        Command::Bench(a) => bench(a),
+        Command::Predict(a) => predict(a),
+        Command::Recommend(a) => recommend(a),
+        Command::Experiment(a) => crate::experiment::suite::run_cli(
+            &a.config,
+            a.output.as_deref(),
+            a.backend.as_deref(),
+            a.quiet,
+        ),
     }
 }
 
@@ -229,12 +307,27 @@ fn train(a: TrainArgs) -> Result<()> {
             items: data.items.clone(),
             clip: trained.clip,
             config: serde_json::to_string(&cfg).expect("config serialises"),
+            seen: Some(seen_items(&data)),
         }
         .save(&out.join("model.safetensors"))?;
     }
     print_summary(s);
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The items each user rated in the training file (training and validation parts), as CSR.
+fn seen_items(data: &crate::experiment::data::Prepared) -> (Vec<u64>, Vec<u32>) {
+    let mut all = data.train.clone();
+    for k in 0..data.valid.nnz() {
+        all.push(
+            data.valid.users[k],
+            data.valid.items[k],
+            data.valid.values[k],
+        );
+    }
+    let m = crate::data::Matrix::from_ratings(&all, data.n_users(), data.n_items());
+    (m.by_user.ptr, m.by_user.index)
 }
 
 /// Prints the end-of-run lines.
@@ -349,6 +442,116 @@ fn devices() -> Result<()> {
     }
     for a in adapters {
         println!("{a}");
+    }
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    use crate::bench::{format_table, run, BenchConfig};
+    let mut cfg = match &a.config {
+        Some(p) => BenchConfig::load(p, &a.overrides)?,
+        None => {
+            let mut v = serde_json::to_value(BenchConfig::default()).expect("serialises");
+            for o in &a.overrides {
+                crate::config::apply_override(&mut v, o)?;
+            }
+            let mut c: BenchConfig =
+                serde_path_to_error::deserialize(v).map_err(|e| Error::Config {
+                    file: "--set".into(),
+                    path: e.path().to_string(),
+                    message: e.into_inner().to_string(),
+                })?;
+            c.name.get_or_insert_with(|| "default".into());
+            c
+        }
+    };
+    if let Some(j) = &a.json {
+        cfg.output = Some(j.clone());
+    }
+    let quiet = a.quiet;
+    let rows = run(&cfg, &|s: &str| {
+        if !quiet {
+            eprintln!("{s}")
+        }
+    })?;
+    print!("{}", format_table(&rows));
+    let out = cfg.output.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "bench-{}.json",
+            cfg.name.as_deref().unwrap_or("default")
+        ))
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let json = serde_json::json!({ "config": cfg, "rows": rows });
+    write_atomic(&out, &serde_json::to_string_pretty(&json).expect("json"))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let model = ModelFile::load(&a.model)?;
+    let file = std::fs::File::open(&a.pairs).map_err(|e| Error::io(&a.pairs, e))?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| Error::io(p, e))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let out_name = a.out.clone().unwrap_or_else(|| PathBuf::from("(stdout)"));
+    let (mut n, mut cold) = (0usize, 0usize);
+    for (k, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line =
+            line.map_err(|e| Error::data(&a.pairs, k + 1, format!("cannot read line: {e}")))?;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = t
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if f.len() < 2 {
+            return Err(Error::data(
+                &a.pairs,
+                k + 1,
+                format!("expected `user item`, found {} field(s)", f.len()),
+            ));
+        }
+        let (u, i) = (model.users.get(f[0]), model.items.get(f[1]));
+        if u.is_none() || i.is_none() {
+            cold += 1;
+        }
+        let mut p = model.predict(u, i);
+        if a.clip {
+            p = p.clamp(model.clip.0, model.clip.1);
+        }
+        writeln!(out, "{}\t{}\t{p}", f[0], f[1]).map_err(|e| Error::io(&out_name, e))?;
+        n += 1;
+    }
+    out.flush().map_err(|e| Error::io(&out_name, e))?;
+    eprintln!("sslf: predicted {n} pairs ({cold} with an unknown user or item, predicted from the known parts)");
+    Ok(())
+}
+
+fn recommend(a: RecommendArgs) -> Result<()> {
+    let model = ModelFile::load(&a.model)?;
+    let u = model.users.get(&a.user).ok_or_else(|| Error::Model {
+        file: a.model.clone(),
+        message: format!(
+            "user `{}` is not in the model ({} users)",
+            a.user,
+            model.users.len()
+        ),
+    })?;
+    if model.seen.is_none() {
+        eprintln!("sslf: the model records no training items; none are left out");
+    }
+    println!("rank\titem\tscore");
+    for (k, (i, s)) in model.recommend(u, a.top).into_iter().enumerate() {
+        println!("{}\t{}\t{s:.4}", k + 1, model.items.name(i));
     }
     Ok(())
 }

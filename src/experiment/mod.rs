@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod observe;
+pub mod suite;
 
 use crate::backend::{Backend, DeviceInfo, EvalSums};
 use crate::config::TrainConfig;

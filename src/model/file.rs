@@ -3,6 +3,8 @@
 //!
 //! - tensors (f32, little-endian, row-major): LF `P` [m, f], `Q` [n, f], and with biases `b` [m],
 //!   `c` [n]; UDV^T `U` [m, f], `V` [n, f], `d` [f];
+//! - optional `seen_ptr` (u64, [m + 1]) and `seen_items` (u32, [entries]): the items each user
+//!   rated in training, as CSR, so `sslf recommend` can leave them out;
 //! - metadata (string → string): `sslf_format` = "1", `kind` (`lf`|`udv`), `rank`, `biases`, `mu`,
 //!   `clip_min`, `clip_max`, `users` and `items` (JSON arrays of the original ids, in dense
 //!   order), `config` (the training config as JSON).
@@ -27,6 +29,8 @@ pub struct ModelFile {
     pub clip: (f32, f32),
     /// The training config, as JSON text.
     pub config: String,
+    /// Items each user rated in training (CSR: offsets, item indices), if stored.
+    pub seen: Option<(Vec<u64>, Vec<u32>)>,
 }
 
 fn blocks(l: &Layout) -> Vec<(&'static str, usize, Vec<usize>)> {
@@ -66,6 +70,14 @@ impl ModelFile {
             let view = TensorView::new(Dtype::F32, shape, bytes)
                 .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
             views.push((name, view));
+        }
+        if let Some((ptr, items)) = &self.seen {
+            let p = TensorView::new(Dtype::U64, vec![ptr.len()], bytemuck::cast_slice(ptr))
+                .map_err(|e| model_err(format!("tensor seen_ptr: {e}")))?;
+            let i = TensorView::new(Dtype::U32, vec![items.len()], bytemuck::cast_slice(items))
+                .map_err(|e| model_err(format!("tensor seen_items: {e}")))?;
+            views.push(("seen_ptr", p));
+            views.push(("seen_items", i));
         }
         let mut meta = HashMap::new();
         meta.insert("sslf_format".into(), "1".into());
@@ -177,6 +189,36 @@ impl ModelFile {
                 theta[off + k] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
+        let seen = match (st.tensor("seen_ptr"), st.tensor("seen_items")) {
+            (Ok(p), Ok(i)) => {
+                if p.dtype() != Dtype::U64 || i.dtype() != Dtype::U32 {
+                    return Err(err("seen_ptr must be U64 and seen_items U32".into()));
+                }
+                let ptr: Vec<u64> = p
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+                let idx: Vec<u32> = i
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                let ok = ptr.len() == layout.n_users + 1
+                    && ptr.first() == Some(&0)
+                    && ptr.windows(2).all(|w| w[0] <= w[1])
+                    && ptr.last() == Some(&(idx.len() as u64))
+                    && idx.iter().all(|&x| (x as usize) < layout.n_items);
+                if !ok {
+                    return Err(err(
+                        "seen_ptr/seen_items do not form a valid user → items list".into(),
+                    ));
+                }
+                Some((ptr, idx))
+            }
+            (Err(_), Err(_)) => None,
+            _ => return Err(err("only one of seen_ptr and seen_items is present".into())),
+        };
         Ok(ModelFile {
             layout,
             theta,
@@ -184,6 +226,7 @@ impl ModelFile {
             items,
             clip: (parse_f32("clip_min")?, parse_f32("clip_max")?),
             config: get("config")?.clone(),
+            seen,
         })
     }
 }
@@ -217,5 +260,29 @@ impl ModelFile {
             }
         }
         s
+    }
+}
+
+impl ModelFile {
+    /// The `n` best-scored items for dense user `u`, leaving out the items it rated in training
+    /// (when the file records them); (item, score) pairs, best first, ties by item index.
+    pub fn recommend(&self, u: u32, n: usize) -> Vec<(u32, f32)> {
+        let mut seen = vec![false; self.layout.n_items];
+        if let Some((ptr, items)) = &self.seen {
+            for &i in &items[ptr[u as usize] as usize..ptr[u as usize + 1] as usize] {
+                seen[i as usize] = true;
+            }
+        }
+        let mut scored: Vec<(u32, f32)> = (0..self.layout.n_items as u32)
+            .filter(|&i| !seen[i as usize])
+            .map(|i| (i, self.predict(Some(u), Some(i))))
+            .collect();
+        let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if n < scored.len() {
+            scored.select_nth_unstable_by(n, by_score);
+            scored.truncate(n);
+        }
+        scored.sort_by(by_score);
+        scored
     }
 }

@@ -14,9 +14,11 @@ use sslf::data::{Matrix, Ratings};
 use sslf::model::{Layout, ModelConfig, ModelKind, Regularization};
 use std::sync::OnceLock;
 
-/// A CPU backend on two threads.
+/// A CPU backend on two threads, item side fused into the user pass.
 pub fn cpu() -> CpuBackend {
-    CpuBackend::new(2).expect("thread pool")
+    CpuBackend::new(2)
+        .expect("thread pool")
+        .with_fusion(sslf::backend::cpu::Fusion::Always)
 }
 
 fn require_gpu() -> bool {
@@ -67,13 +69,16 @@ pub fn gpu_chunked() -> Option<&'static GpuBackend> {
     g.as_ref()
 }
 
-/// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name`, `gpu::name` and
-/// `gpu_chunked::name`.
+/// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
+/// `cpu_two_pass::name` (CSR + CSC passes), `gpu::name` and `gpu_chunked::name`.
 #[macro_export]
 macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
         mod cpu {
             $( #[test] fn $name() { super::$name(&$crate::common::cpu()); } )*
+        }
+        mod cpu_two_pass {
+            $( #[test] fn $name() { super::$name(&$crate::common::cpu().with_fusion(sslf::backend::cpu::Fusion::Never)); } )*
         }
         mod gpu {
             $( #[test] fn $name() { if let Some(g) = $crate::common::gpu() { super::$name(g); } } )*

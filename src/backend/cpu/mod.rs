@@ -11,6 +11,18 @@ use crate::error::{Error, Result};
 /// Rayon-parallel host backend.
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
+    fusion: Fusion,
+}
+
+/// Whether gradients and curvature products do the item side inside the user pass (one pass over
+/// the CSR with per-block item buffers) or as a second pass over the CSC. See `sparse.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fusion {
+    /// Fused when items are few next to the entries (average item degree ≥ 64).
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl CpuBackend {
@@ -21,7 +33,16 @@ impl CpuBackend {
             .thread_name(|k| format!("sslf-cpu-{k}"))
             .build()
             .map_err(|e| Error::Device(format!("cannot start the CPU thread pool: {e}")))?;
-        Ok(CpuBackend { pool })
+        Ok(CpuBackend {
+            pool,
+            fusion: Fusion::Auto,
+        })
+    }
+
+    /// The same backend with another fusion rule.
+    pub fn with_fusion(mut self, fusion: Fusion) -> Self {
+        self.fusion = fusion;
+        self
     }
 
     /// Number of worker threads.

@@ -4,7 +4,7 @@
 //! block order.
 
 use super::vector::CHUNK;
-use super::CpuBackend;
+use super::{CpuBackend, Fusion};
 use crate::backend::{Curvature, EvalSums, SparseOps};
 use crate::data::{Compressed, Matrix, Ratings};
 use crate::error::Result;
@@ -67,35 +67,58 @@ fn view<'a>(layout: &Layout, x: &'a [f32], side: Side) -> View<'a> {
     }
 }
 
+/// Lanes of the dot-product accumulators: independent partial sums the compiler keeps in one SIMD
+/// register, added in a fixed order at the end (so results stay deterministic).
+const LANES: usize = 8;
+
+/// Σ_k term(x₀[k], x₁[k], …) over equal-length rows, in LANES interleaved partial sums. The rows
+/// are viewed as arrays of LANES-wide chunks, so the loop body has no bounds checks and vectorises.
+#[inline(always)]
+fn lane_sum<const R: usize>(rows: [&[f32]; R], term: impl Fn([f32; R]) -> f32) -> f32 {
+    let n = rows[0].len();
+    let chunks: [&[[f32; LANES]]; R] = std::array::from_fn(|j| rows[j][..n].as_chunks::<LANES>().0);
+    let full = chunks[0].len();
+    let mut acc = [0f32; LANES];
+    #[allow(clippy::needless_range_loop)] // c indexes R chunk arrays at once
+    for c in 0..full {
+        let parts: [&[f32; LANES]; R] = std::array::from_fn(|j| &chunks[j][c]);
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += term(std::array::from_fn(|j| parts[j][l]));
+        }
+    }
+    for (l, kk) in (full * LANES..n).enumerate() {
+        acc[l] += term(std::array::from_fn(|j| rows[j][kk]));
+    }
+    let mut s = 0f32;
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
+/// y ← y + s·x over a row.
+#[inline(always)]
+fn add_scaled(y: &mut [f32], s: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += s * x;
+    }
+}
+
 /// r̂ for one entry from its two factor rows (and biases).
 #[inline]
 fn predict(layout: &Layout, a: &[f32], b: &[f32], ba: f32, bb: f32, d: &[f32]) -> f32 {
+    let n = a.len();
     match layout.kind {
         ModelKind::Lf => {
-            let mut s = 0f32;
-            for k in 0..a.len() {
-                s += a[k] * b[k];
-            }
+            let s = lane_sum([a, &b[..n]], |[a, b]| a * b);
             if layout.biases {
                 s + layout.mu + ba + bb
             } else {
                 s
             }
         }
-        ModelKind::Udv => {
-            let mut s = 0f32;
-            for k in 0..a.len() {
-                s += a[k] * d[k] * b[k];
-            }
-            s
-        }
+        ModelKind::Udv => lane_sum([a, &b[..n], &d[..n]], |[a, b, d]| a * d * b),
     }
-}
-
-/// One f32 row per own row, plus an optional bias scalar; `dpart` accumulates the UDV d-block.
-struct RowOut<'a> {
-    row: &'a mut [f32],
-    bias: Option<&'a mut f32>,
 }
 
 /// What a pass computes for each own row.
@@ -108,8 +131,20 @@ enum Pass<'a> {
     Curv { v: View<'a>, hessian: bool },
 }
 
-/// Runs a pass over one side. `out` has own-rows × f floats (plus own biases) or is absent for a
-/// loss pass. Returns (Σe² over the side, d-block partial sum).
+/// Item-side accumulation inside the user pass ("fused"): each block of users adds the item rows'
+/// contributions into its own buffer of `width` = f + 1 floats per item (row, then bias); the
+/// buffers are added in block order afterwards.
+struct ItemSink<'a> {
+    /// θ seen from the items (own = Q or V).
+    th: View<'a>,
+    /// The direction seen from the items (curvature passes).
+    v: Option<View<'a>>,
+    width: usize,
+}
+
+/// Reduces over rows in `blocks` (consecutive ranges covering all rows in order). `out_rows` has
+/// own-rows × f floats (plus own biases) or is absent for a loss pass; `sink` turns on the fused
+/// item side. Returns (Σe², d-block partial sum, item buffers per block).
 #[allow(clippy::too_many_arguments)]
 fn side_pass(
     be: &CpuBackend,
@@ -117,37 +152,47 @@ fn side_pass(
     csr: &Compressed,
     th: &View,
     pass: &Pass,
+    blocks: &[std::ops::Range<usize>],
     out_rows: Option<&mut [f32]>,
     out_bias: Option<&mut [f32]>,
     with_d: bool,
-) -> (f64, Vec<f64>) {
+    sink: Option<&ItemSink>,
+) -> (f64, Vec<f64>, Vec<Vec<f32>>) {
     let f = layout.rank;
-    let n_rows = csr.n_rows;
-    let n_blocks = n_rows.div_ceil(ROWS);
     let dlen = if with_d { f } else { 0 };
-    let mut row_chunks: Vec<Option<&mut [f32]>> = match out_rows {
-        Some(o) => o.chunks_mut(ROWS * f).map(Some).collect(),
-        None => (0..n_blocks).map(|_| None).collect(),
-    };
-    let mut bias_chunks: Vec<Option<&mut [f32]>> = match out_bias {
-        Some(o) => o.chunks_mut(ROWS).map(Some).collect(),
-        None => (0..n_blocks).map(|_| None).collect(),
-    };
-    row_chunks.resize_with(n_blocks, || None);
-    bias_chunks.resize_with(n_blocks, || None);
-    let partials: Vec<(f64, Vec<f64>)> = be.install(|| {
+    // Cut the outputs at the block boundaries.
+    let mut row_chunks: Vec<Option<&mut [f32]>> = Vec::with_capacity(blocks.len());
+    let mut bias_chunks: Vec<Option<&mut [f32]>> = Vec::with_capacity(blocks.len());
+    let (mut rest_rows, mut rest_bias) = (out_rows, out_bias);
+    for blk in blocks {
+        let n = blk.len();
+        row_chunks.push(rest_rows.take().map(|o| {
+            let (a, b) = o.split_at_mut(n * f);
+            rest_rows = Some(b);
+            a
+        }));
+        bias_chunks.push(rest_bias.take().map(|o| {
+            let (a, b) = o.split_at_mut(n);
+            rest_bias = Some(b);
+            a
+        }));
+    }
+    let hess = matches!(pass, Pass::Curv { hessian: true, .. });
+    let partials: Vec<(f64, Vec<f64>, Vec<f32>)> = be.install(|| {
         row_chunks
             .into_par_iter()
             .zip(bias_chunks.into_par_iter())
-            .enumerate()
-            .map(|(blk, (mut rows, mut biases))| {
+            .zip(blocks.par_iter())
+            .map(|((mut rows, mut biases), blk)| {
                 let mut sq = 0f64;
                 let mut dpart = vec![0f64; dlen];
+                let mut items = sink
+                    .map(|s| vec![0f32; s.th.own.len() / f.max(1) * s.width])
+                    .unwrap_or_default();
                 let mut acc = vec![0f32; f]; // Σ w·other (or Σ s·other)
                 let mut acc2 = vec![0f32; f]; // Hessian: Σ w·d_other
                 let mut acc3 = vec![0f32; f]; // Hessian: Σ w·other
-                for j in 0..ROWS.min(n_rows - blk * ROWS) {
-                    let r = blk * ROWS + j;
+                for (j, r) in blk.clone().enumerate() {
                     let a = &th.own[r * f..(r + 1) * f];
                     let ba = th.own_bias.get(r).copied().unwrap_or(0.0);
                     acc.fill(0.0);
@@ -158,68 +203,90 @@ fn side_pass(
                         let c = csr.index[k] as usize;
                         let b = &th.other[c * f..(c + 1) * f];
                         let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
-                        let e = csr.values[k] - predict(layout, a, b, ba, bb, th.d);
-                        match pass {
-                            Pass::Loss => sq += (e as f64) * (e as f64),
+                        // The residual, needed by every pass but the Gauss–Newton product.
+                        let e = || csr.values[k] - predict(layout, a, b, ba, bb, th.d);
+                        // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
+                        let (w1, w2) = match pass {
+                            Pass::Loss => {
+                                sq += (e() as f64).powi(2);
+                                continue;
+                            }
                             Pass::Grad => {
+                                let e = e();
                                 sq += (e as f64) * (e as f64);
-                                for t in 0..f {
-                                    acc[t] -= e * b[t];
-                                }
+                                add_scaled(&mut acc, -e, b);
                                 bias_acc -= e;
+                                (-e, 0.0)
                             }
                             Pass::Curv { v, hessian } => {
                                 let da = &v.own[r * f..(r + 1) * f];
                                 let db = &v.other[c * f..(c + 1) * f];
                                 let s = match layout.kind {
                                     ModelKind::Lf => {
-                                        let mut s = 0f32;
-                                        for t in 0..f {
-                                            s += da[t] * b[t] + a[t] * db[t];
-                                        }
+                                        let s = lane_sum([da, b, a, db], |[da, b, a, db]| {
+                                            da * b + a * db
+                                        });
                                         if layout.biases {
-                                            s += v.own_bias[r] + v.other_bias[c];
+                                            s + v.own_bias[r] + v.other_bias[c]
+                                        } else {
+                                            s
                                         }
-                                        s
                                     }
-                                    ModelKind::Udv => {
-                                        let mut s = 0f32;
-                                        for t in 0..f {
-                                            s += th.d[t] * (da[t] * b[t] + a[t] * db[t])
-                                                + v.d[t] * a[t] * b[t];
-                                        }
-                                        s
-                                    }
+                                    ModelKind::Udv => lane_sum(
+                                        [da, b, a, db, th.d, v.d],
+                                        |[da, b, a, db, d, dd]| d * (da * b + a * db) + dd * a * b,
+                                    ),
                                 };
-                                for t in 0..f {
-                                    acc[t] += s * b[t];
-                                }
+                                add_scaled(&mut acc, s, b);
                                 bias_acc += s;
+                                let mut w = 0.0;
                                 if *hessian {
-                                    let w = -e;
+                                    w = -e();
+                                    add_scaled(&mut acc2, w, db);
+                                    add_scaled(&mut acc3, w, b);
+                                }
+                                (s, w)
+                            }
+                        };
+                        if let Some(sk) = sink {
+                            // Entry (r, c) seen from item c: its own row gets w1·∂r̂/∂(row c).
+                            let dst = &mut items[c * sk.width..(c + 1) * sk.width];
+                            let da: &[f32] =
+                                sk.v.as_ref()
+                                    .map(|v| &v.other[r * f..(r + 1) * f])
+                                    .unwrap_or(&[]);
+                            match layout.kind {
+                                ModelKind::Lf => {
+                                    add_scaled(&mut dst[..f], w1, a);
+                                    if w2 != 0.0 {
+                                        add_scaled(&mut dst[..f], w2, da);
+                                    }
+                                }
+                                ModelKind::Udv => {
+                                    let dd: &[f32] = sk.v.as_ref().map(|v| v.d).unwrap_or(&[]);
                                     for t in 0..f {
-                                        acc2[t] += w * db[t];
-                                        acc3[t] += w * b[t];
+                                        let mut x = th.d[t] * w1 * a[t];
+                                        if w2 != 0.0 {
+                                            x += th.d[t] * w2 * da[t] + dd[t] * w2 * a[t];
+                                        }
+                                        dst[t] += x;
                                     }
                                 }
                             }
+                            dst[f] += w1;
                         }
                     }
                     let Some(rows) = rows.as_deref_mut() else {
                         continue;
                     };
-                    let out = RowOut {
-                        row: &mut rows[j * f..(j + 1) * f],
-                        bias: biases.as_deref_mut().map(|b| &mut b[j]),
-                    };
-                    let hess = matches!(pass, Pass::Curv { hessian: true, .. });
+                    let row = &mut rows[j * f..(j + 1) * f];
                     match layout.kind {
                         ModelKind::Lf => {
                             for t in 0..f {
-                                out.row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
+                                row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
                             }
-                            if let Some(bo) = out.bias {
-                                *bo = bias_acc;
+                            if let Some(bo) = biases.as_deref_mut() {
+                                bo[j] = bias_acc;
                             }
                         }
                         ModelKind::Udv => {
@@ -232,7 +299,7 @@ fn side_pass(
                                 if hess {
                                     o += th.d[t] * acc2[t] + dv[t] * acc3[t];
                                 }
-                                out.row[t] = o;
+                                row[t] = o;
                             }
                             if with_d {
                                 let da: &[f32] = match pass {
@@ -250,19 +317,63 @@ fn side_pass(
                         }
                     }
                 }
-                (sq, dpart)
+                (sq, dpart, items)
             })
             .collect()
     });
     let mut sq = 0f64;
     let mut d = vec![0f64; dlen];
-    for (s, dp) in partials {
+    let mut item_bufs = Vec::new();
+    for (s, dp, items) in partials {
         sq += s;
         for t in 0..dlen {
             d[t] += dp[t];
         }
+        item_bufs.push(items);
     }
-    (sq, d)
+    (sq, d, item_bufs)
+}
+
+/// Blocks of `ROWS` rows: the unfused partition.
+fn row_blocks(n_rows: usize) -> Vec<std::ops::Range<usize>> {
+    crate::backend::partition(n_rows, ROWS).collect()
+}
+
+/// About `n` blocks of consecutive rows with balanced entry counts (depends on the data only).
+fn balanced_blocks(c: &Compressed, n: usize) -> Vec<std::ops::Range<usize>> {
+    let nnz = c.nnz() as u64;
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    for k in 1..=n {
+        let target = nnz * k as u64 / n as u64;
+        let end = if k == n {
+            c.n_rows
+        } else {
+            c.ptr
+                .partition_point(|&p| p < target)
+                .min(c.n_rows)
+                .max(start)
+        };
+        if end > start {
+            out.push(start..end);
+        }
+        start = end;
+    }
+    out
+}
+
+/// Blocks of the fused pass: a fixed count, so results do not depend on the thread count.
+const FUSE_BLOCKS: usize = 16;
+
+/// Blocks for the fused pass, or None for the two-pass path. `Auto` fuses when the items are few
+/// next to the entries (average item degree ≥ 64), so each block's item buffer is used densely.
+fn fused_blocks(fusion: Fusion, m: &Matrix) -> Option<Vec<std::ops::Range<usize>>> {
+    let fuse = match fusion {
+        Fusion::Always => true,
+        Fusion::Never => false,
+        Fusion::Auto => m.nnz() >= 64 * m.n_items() && m.nnz() >= FUSE_BLOCKS * ROWS,
+    };
+    fuse.then(|| balanced_blocks(&m.by_user, FUSE_BLOCKS))
 }
 
 /// Splits an output vector into its user-side and item-side blocks (rows and biases) and the d
@@ -278,64 +389,108 @@ struct OutBlocks<'a> {
 fn out_blocks<'a>(layout: &Layout, out: &'a mut [f32]) -> OutBlocks<'a> {
     let (p, rest) = out.split_at_mut(layout.q_off());
     let (q, rest) = rest.split_at_mut(layout.n_items * layout.rank);
-    if layout.has_biases() {
+    let (b, c, d) = if layout.has_biases() {
         let (b, c) = rest.split_at_mut(layout.n_users);
-        OutBlocks {
-            p,
-            q,
-            b: Some(b),
-            c: Some(c),
-            d: None,
-        }
+        (Some(b), Some(c), None)
     } else if layout.kind == ModelKind::Udv {
-        OutBlocks {
-            p,
-            q,
-            b: None,
-            c: None,
-            d: Some(rest),
-        }
+        (None, None, Some(rest))
     } else {
-        OutBlocks {
-            p,
-            q,
-            b: None,
-            c: None,
-            d: None,
-        }
-    }
+        (None, None, None)
+    };
+    OutBlocks { p, q, b, c, d }
 }
 
 impl CpuBackend {
-    fn two_sided<'v>(
+    /// A gradient (`dir` None) or curvature product (`dir` = (v, hessian)) over both sides. When the
+    /// item rows fit the fused budget, one pass over the CSR does both sides (per-block item
+    /// buffers added in block order); otherwise the item side is a second pass over the CSC.
+    fn two_sided(
         &self,
         m: &Matrix,
         layout: &Layout,
         theta: &[f32],
-        pass: impl Fn(Side) -> Pass<'v>,
+        dir: Option<(&[f32], bool)>,
         out: &mut [f32],
     ) -> f64 {
+        let f = layout.rank;
+        let pass = |side| match dir {
+            None => Pass::Grad,
+            Some((v, hessian)) => Pass::Curv {
+                v: view(layout, v, side),
+                hessian,
+            },
+        };
         let o = out_blocks(layout, out);
-        let (sq, dsum) = side_pass(
-            self,
-            layout,
-            &m.by_user,
-            &view(layout, theta, Side::Users),
-            &pass(Side::Users),
-            Some(o.p),
-            o.b,
-            layout.kind == ModelKind::Udv,
-        );
-        side_pass(
-            self,
-            layout,
-            &m.by_item,
-            &view(layout, theta, Side::Items),
-            &pass(Side::Items),
-            Some(o.q),
-            o.c,
-            false,
-        );
+        let udv = layout.kind == ModelKind::Udv;
+        let th_users = view(layout, theta, Side::Users);
+        let (sq, dsum) = match fused_blocks(self.fusion, m) {
+            Some(blocks) => {
+                let sink = ItemSink {
+                    th: view(layout, theta, Side::Items),
+                    v: dir.map(|(v, _)| view(layout, v, Side::Items)),
+                    width: f + 1,
+                };
+                let (sq, dsum, bufs) = side_pass(
+                    self,
+                    layout,
+                    &m.by_user,
+                    &th_users,
+                    &pass(Side::Users),
+                    &blocks,
+                    Some(o.p),
+                    o.b,
+                    udv,
+                    Some(&sink),
+                );
+                // Item rows: the blocks' buffers added in block order.
+                let width = sink.width;
+                let mut cb = o.c;
+                self.install(|| {
+                    o.q.par_chunks_mut(f).enumerate().for_each(|(i, row)| {
+                        row.fill(0.0);
+                        for buf in &bufs {
+                            add_scaled(row, 1.0, &buf[i * width..i * width + f]);
+                        }
+                    });
+                    if let Some(c) = cb.as_mut() {
+                        c.par_iter_mut().enumerate().for_each(|(i, x)| {
+                            *x = 0.0;
+                            for buf in &bufs {
+                                *x += buf[i * width + f];
+                            }
+                        });
+                    }
+                });
+                (sq, dsum)
+            }
+            None => {
+                let (sq, dsum, _) = side_pass(
+                    self,
+                    layout,
+                    &m.by_user,
+                    &th_users,
+                    &pass(Side::Users),
+                    &row_blocks(m.n_users()),
+                    Some(o.p),
+                    o.b,
+                    udv,
+                    None,
+                );
+                side_pass(
+                    self,
+                    layout,
+                    &m.by_item,
+                    &view(layout, theta, Side::Items),
+                    &pass(Side::Items),
+                    &row_blocks(m.n_items()),
+                    Some(o.q),
+                    o.c,
+                    false,
+                    None,
+                );
+                (sq, dsum)
+            }
+        };
         if let Some(d) = o.d {
             for t in 0..layout.rank {
                 d[t] = dsum[t] as f32;
@@ -364,9 +519,11 @@ impl SparseOps for CpuBackend {
             &m.by_user,
             &th,
             &Pass::Loss,
+            &row_blocks(m.n_users()),
             None,
             None,
             false,
+            None,
         )
         .0)
     }
@@ -378,7 +535,7 @@ impl SparseOps for CpuBackend {
         theta: &Vec<f32>,
         grad: &mut Vec<f32>,
     ) -> Result<f64> {
-        Ok(self.two_sided(m, layout, theta, |_| Pass::Grad, grad))
+        Ok(self.two_sided(m, layout, theta, None, grad))
     }
 
     fn curvature_product(
@@ -391,16 +548,7 @@ impl SparseOps for CpuBackend {
         curvature: Curvature,
     ) -> Result<()> {
         let hessian = curvature == Curvature::Hessian;
-        self.two_sided(
-            m,
-            layout,
-            theta,
-            |side| Pass::Curv {
-                v: view(layout, v, side),
-                hessian,
-            },
-            out,
-        );
+        self.two_sided(m, layout, theta, Some((v, hessian)), out);
         Ok(())
     }
 

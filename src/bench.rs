@@ -1,0 +1,476 @@
+//! Throughput measurement: the ops that dominate training, timed on every available backend with
+//! warm-up and the median of repeats, against a bandwidth ceiling measured on the same device
+//! with a copy kernel. Used by `sslf bench` and by the criterion benches in `benches/`.
+//!
+//! Figures per op: milliseconds (median), entries × rank per second (each pass over the known
+//! entries counts once), and effective GB/s from a byte model of the minimum traffic:
+//! - copy, dot: 8 bytes per element (one read and one write, or two reads);
+//! - gradient, one side: per row 4 (offset) + 8f (own row read, output row written), per entry
+//!   8 (index, rating) + 4f (the other factor row);
+//! - Gauss–Newton product, one side: per row 4 + 12f (own θ and v rows, output row), per entry
+//!   8 + 8f (the other θ and v rows);
+//! - CG iteration: one product plus 20 vector passes of θ's length (ridge, damping, two dots, three
+//!   axpy-like updates).
+
+use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, gpu::GpuOptions, Backend, Curvature};
+use crate::config::{BackendChoice, DataConfig, GpuConfig};
+use crate::data::{synth::SynthConfig, DataStats, Matrix};
+use crate::error::{Error, Result};
+use crate::experiment::data::prepare;
+use crate::model::{ModelConfig, ModelKind};
+use crate::problem::Problem;
+use crate::solver::{slf::Slf, SamMode, Solver, SolverConfig, SolverKind};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// An operation to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchOp {
+    /// A device copy of a large vector: the bandwidth ceiling.
+    Copy,
+    /// A dot product of two θ-sized vectors.
+    Dot,
+    /// The gradient (both sides).
+    Gradient,
+    /// The Gauss–Newton product (both sides).
+    GnProduct,
+    /// One CG iteration on (G + D + γI).
+    CgIteration,
+    /// One SLF epoch with a fixed number of CG iterations.
+    SlfEpoch,
+    /// One SSLF epoch (SAM in the curvature) with a fixed number of CG iterations.
+    SslfEpoch,
+}
+
+impl BenchOp {
+    pub const ALL: [BenchOp; 7] = [
+        BenchOp::Copy,
+        BenchOp::Dot,
+        BenchOp::Gradient,
+        BenchOp::GnProduct,
+        BenchOp::CgIteration,
+        BenchOp::SlfEpoch,
+        BenchOp::SslfEpoch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchOp::Copy => "copy",
+            BenchOp::Dot => "dot",
+            BenchOp::Gradient => "gradient",
+            BenchOp::GnProduct => "gn_product",
+            BenchOp::CgIteration => "cg_iteration",
+            BenchOp::SlfEpoch => "slf_epoch",
+            BenchOp::SslfEpoch => "sslf_epoch",
+        }
+    }
+}
+
+/// The config of `sslf bench` (JSON, unknown fields rejected).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchConfig {
+    pub name: Option<String>,
+    /// Data source; every entry is used (no hold-out).
+    pub data: DataConfig,
+    pub rank: usize,
+    pub biases: bool,
+    /// Backends to try; a GPU that cannot be opened is reported and skipped.
+    pub backends: Vec<BackendChoice>,
+    pub ops: Vec<BenchOp>,
+    pub warmup: usize,
+    pub repeats: usize,
+    /// CG iterations in the epoch ops.
+    pub cg_iters: usize,
+    /// Elements of the copy op's vectors.
+    pub copy_elements: usize,
+    pub threads: usize,
+    /// Where to write the JSON table (default runs/bench-NAME.json).
+    pub output: Option<PathBuf>,
+    pub gpu: GpuConfig,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            name: None,
+            data: DataConfig {
+                synthetic: Some(SynthConfig {
+                    n_users: 100_000,
+                    n_items: 10_000,
+                    nnz: 2_000_000,
+                    rank: 10,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            rank: 32,
+            biases: false,
+            backends: vec![BackendChoice::Cpu, BackendChoice::Gpu],
+            ops: BenchOp::ALL.to_vec(),
+            warmup: 2,
+            repeats: 7,
+            cg_iters: 10,
+            copy_elements: 1 << 26,
+            threads: 0,
+            output: None,
+            gpu: GpuConfig::default(),
+        }
+    }
+}
+
+impl BenchConfig {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let file = path.display().to_string();
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Config {
+                file: file.clone(),
+                path: format!("line {} column {}", e.line(), e.column()),
+                message: e.to_string(),
+            })?;
+        for o in overrides {
+            crate::config::apply_override(&mut value, o)?;
+        }
+        let mut cfg: BenchConfig =
+            serde_path_to_error::deserialize(value).map_err(|e| Error::Config {
+                file: file.clone(),
+                path: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            })?;
+        if cfg.name.is_none() {
+            cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        if cfg.repeats == 0 || cfg.rank == 0 {
+            return Err(Error::Config {
+                file,
+                path: "repeats".into(),
+                message: "repeats and rank must be ≥ 1".into(),
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub op: String,
+    pub backend: String,
+    pub device: String,
+    pub nnz: usize,
+    pub rank: usize,
+    /// Median over the repeats.
+    pub ms: f64,
+    pub min_ms: f64,
+    /// Known entries × rank per second, in units of 10⁹, counting each pass over K.
+    pub gentries_rank_per_s: Option<f64>,
+    pub gb_per_s: Option<f64>,
+    /// gb_per_s over the copy bandwidth measured on the same device.
+    pub copy_fraction: Option<f64>,
+}
+
+/// A problem resident on one backend, ready to time ops on.
+pub struct Workload<'b, B: Backend> {
+    pub problem: Problem<'b, B>,
+    pub stats: DataStats,
+    theta: B::Vector,
+    v: B::Vector,
+    out: B::Vector,
+    x: B::Vector,
+    r: B::Vector,
+    p: B::Vector,
+    rr: f64,
+    cg_iters: usize,
+    copy_src: Option<B::Vector>,
+    copy_dst: Option<B::Vector>,
+}
+
+impl<'b, B: Backend> Workload<'b, B> {
+    /// Uploads `m` and a rank-`rank` LF model (biases as asked) to `backend`.
+    pub fn new(
+        backend: &'b B,
+        m: &Matrix,
+        rank: usize,
+        biases: bool,
+        cg_iters: usize,
+    ) -> Result<Self> {
+        let model = ModelConfig {
+            kind: ModelKind::Lf,
+            rank,
+            biases,
+            ..Default::default()
+        };
+        let stats = DataStats::of(m);
+        let layout = model.layout(m.n_users(), m.n_items(), stats.mean as f32);
+        let counts = |c: &crate::data::Compressed| -> Vec<u32> {
+            (0..c.n_rows).map(|k| c.row_len(k) as u32).collect()
+        };
+        let reg = model.reg_diag(&layout, &counts(&m.by_user), &counts(&m.by_item));
+        let theta0 = model.init(&layout, 1);
+        let problem = Problem::new(
+            backend,
+            backend.upload_matrix(m)?,
+            layout,
+            backend.upload(&reg)?,
+            Curvature::GaussNewton,
+            None,
+        );
+        let rr: f64 = theta0.iter().map(|&x| x as f64 * x as f64).sum();
+        Ok(Workload {
+            theta: backend.upload(&theta0)?,
+            v: backend.upload(&theta0)?,
+            out: problem.zeros()?,
+            x: problem.zeros()?,
+            r: backend.upload(&theta0)?,
+            p: backend.upload(&theta0)?,
+            rr,
+            problem,
+            stats,
+            cg_iters,
+            copy_src: None,
+            copy_dst: None,
+        })
+    }
+
+    /// Allocates the copy op's vectors.
+    pub fn with_copy(mut self, elements: usize) -> Result<Self> {
+        let be = self.problem.backend;
+        // Write both first: never-touched host pages would read as the shared zero page.
+        let mut src = be.zeros(elements)?;
+        let mut dst = be.zeros(elements)?;
+        be.fill(&mut src, 1.0)?;
+        be.fill(&mut dst, 2.0)?;
+        self.copy_src = Some(src);
+        self.copy_dst = Some(dst);
+        Ok(self)
+    }
+
+    /// Runs one instance of `op` and waits for the device.
+    pub fn run(&mut self, op: BenchOp) -> Result<()> {
+        let p = &self.problem;
+        let be = p.backend;
+        match op {
+            BenchOp::Copy => {
+                let (s, d) = (
+                    self.copy_src.as_ref().expect("with_copy"),
+                    self.copy_dst.as_mut().expect("with_copy"),
+                );
+                be.copy(s, d)?;
+            }
+            BenchOp::Dot => {
+                be.dot(&self.theta, &self.v)?;
+            }
+            BenchOp::Gradient => {
+                p.gradient(&self.theta, &mut self.out)?;
+            }
+            BenchOp::GnProduct => {
+                be.curvature_product(
+                    &p.matrix,
+                    &p.layout,
+                    &self.theta,
+                    &self.v,
+                    &mut self.out,
+                    Curvature::GaussNewton,
+                )?;
+            }
+            BenchOp::CgIteration => {
+                // Ap = (G + D)p + γp (γ = 1); α = rr/pAp; x += αp; r −= αAp; p = r + βp.
+                p.curvature_product(&self.theta, &self.p, &mut self.out)?;
+                be.axpy(1.0, &self.p, &mut self.out)?;
+                let pap = be.dot(&self.p, &self.out)?;
+                let alpha = (self.rr / pap) as f32;
+                be.axpy(alpha, &self.p, &mut self.x)?;
+                be.axpy(-alpha, &self.out, &mut self.r)?;
+                let rr = be.dot(&self.r, &self.r)?;
+                be.xpby(&self.r, (rr / self.rr) as f32, &mut self.p)?;
+                self.rr = rr;
+            }
+            BenchOp::SlfEpoch | BenchOp::SslfEpoch => {
+                let cfg = SolverConfig {
+                    name: if op == BenchOp::SlfEpoch {
+                        SolverKind::Slf
+                    } else {
+                        SolverKind::Sslf
+                    },
+                    sam: SamMode::Curvature,
+                    cg_iters: self.cg_iters,
+                    cg_tol: 1e-12,
+                    ..Default::default()
+                };
+                let mut s = Slf::new(&cfg, p)?;
+                let mut th = p.zeros()?;
+                be.copy(&self.theta, &mut th)?;
+                s.next_iter(p, &mut th)?;
+            }
+        }
+        be.sync()
+    }
+
+    /// Passes over the known entries made by one instance of `op`.
+    pub fn passes(&mut self, op: BenchOp) -> Result<u64> {
+        let before = self.problem.counters().passes;
+        match op {
+            BenchOp::Copy | BenchOp::Dot => return Ok(0),
+            BenchOp::GnProduct => return Ok(2),
+            _ => self.run(op)?,
+        }
+        Ok(self.problem.counters().passes - before)
+    }
+
+    /// Bytes of the op's byte model (see the module docs), or None for epochs.
+    pub fn bytes(&self, op: BenchOp) -> Option<f64> {
+        let l = &self.problem.layout;
+        let f = l.rank as f64;
+        let rows = (l.n_users + l.n_items) as f64;
+        let nnz = self.stats.nnz as f64;
+        let vec = 4.0 * l.len() as f64;
+        let gn = rows * (4.0 + 12.0 * f) + 2.0 * nnz * (8.0 + 8.0 * f);
+        match op {
+            BenchOp::Copy => self
+                .copy_src
+                .as_ref()
+                .map(|s| 8.0 * self.problem.backend.vec_len(s) as f64),
+            BenchOp::Dot => Some(2.0 * vec),
+            BenchOp::Gradient => Some(rows * (4.0 + 8.0 * f) + 2.0 * nnz * (8.0 + 4.0 * f)),
+            BenchOp::GnProduct => Some(gn),
+            BenchOp::CgIteration => Some(gn + 20.0 * vec),
+            BenchOp::SlfEpoch | BenchOp::SslfEpoch => None,
+        }
+    }
+}
+
+/// Times `op` `repeats` times after `warmup` runs; returns (median, min) in ms.
+pub fn time_op<B: Backend>(
+    w: &mut Workload<B>,
+    op: BenchOp,
+    warmup: usize,
+    repeats: usize,
+) -> Result<(f64, f64)> {
+    for _ in 0..warmup {
+        w.run(op)?;
+    }
+    let mut t = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        w.run(op)?;
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok((t[t.len() / 2], t[0]))
+}
+
+fn bench_backend<B: Backend>(
+    b: &B,
+    m: &Matrix,
+    cfg: &BenchConfig,
+    say: &dyn Fn(&str),
+) -> Result<Vec<BenchRow>> {
+    let info = b.info();
+    let mut w = Workload::new(b, m, cfg.rank, cfg.biases, cfg.cg_iters)?;
+    if cfg.ops.contains(&BenchOp::Copy) {
+        w = w.with_copy(cfg.copy_elements)?;
+    }
+    let mut rows = Vec::new();
+    let mut copy_gbps = None;
+    for &op in &cfg.ops {
+        say(&format!("  {} on {} …", op.name(), info.backend));
+        let (ms, min_ms) = time_op(&mut w, op, cfg.warmup, cfg.repeats)?;
+        let passes = w.passes(op)?;
+        let gb = w.bytes(op).map(|bytes| bytes / (ms * 1e-3) / 1e9);
+        if op == BenchOp::Copy {
+            copy_gbps = gb;
+        }
+        rows.push(BenchRow {
+            op: op.name().into(),
+            backend: info.backend.clone(),
+            device: info.name.clone(),
+            nnz: w.stats.nnz,
+            rank: cfg.rank,
+            ms,
+            min_ms,
+            gentries_rank_per_s: (passes > 0)
+                .then(|| passes as f64 * w.stats.nnz as f64 * cfg.rank as f64 / (ms * 1e-3) / 1e9),
+            gb_per_s: gb,
+            copy_fraction: None,
+        });
+    }
+    if let Some(c) = copy_gbps {
+        for r in rows.iter_mut() {
+            r.copy_fraction = r.gb_per_s.map(|g| g / c);
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs the benchmark; `say` receives progress lines.
+pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
+    let data_cfg = DataConfig {
+        test_fraction: 0.0,
+        validation_fraction: 0.0,
+        ..cfg.data.clone()
+    };
+    say("bench: preparing data …");
+    let data = prepare(&data_cfg)?;
+    let m = Matrix::from_ratings(&data.train, data.n_users(), data.n_items());
+    say(&format!(
+        "bench: {} | {} users × {} items, {} entries, rank {}",
+        data.source,
+        m.n_users(),
+        m.n_items(),
+        m.nnz(),
+        cfg.rank
+    ));
+    drop(data);
+    let mut rows = Vec::new();
+    for choice in &cfg.backends {
+        match choice {
+            BackendChoice::Cpu => {
+                rows.extend(bench_backend(&CpuBackend::new(cfg.threads)?, &m, cfg, say)?)
+            }
+            BackendChoice::Gpu | BackendChoice::Auto => {
+                let opts = GpuOptions::from_config(&cfg.gpu);
+                let g = if *choice == BackendChoice::Auto {
+                    GpuBackend::new_hardware(&opts)
+                } else {
+                    GpuBackend::new(&opts)
+                };
+                match g {
+                    Ok(g) => rows.extend(bench_backend(&g, &m, cfg, say)?),
+                    Err(e) => say(&format!("bench: gpu skipped: {e}")),
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The result table as fixed-width text.
+pub fn format_table(rows: &[BenchRow]) -> String {
+    let opt =
+        |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "{:<13} {:<7} {:<34} {:>10} {:>5} {:>10} {:>15} {:>9} {:>9}\n",
+        "op", "backend", "device", "nnz", "rank", "ms", "Gentries·rank/s", "GB/s", "of copy"
+    );
+    for r in rows {
+        let dev: String = r.device.chars().take(34).collect();
+        s.push_str(&format!(
+            "{:<13} {:<7} {:<34} {:>10} {:>5} {:>10.3} {:>15} {:>9} {:>9}\n",
+            r.op,
+            r.backend,
+            dev,
+            r.nnz,
+            r.rank,
+            r.ms,
+            opt(r.gentries_rank_per_s, 3),
+            opt(r.gb_per_s, 2),
+            r.copy_fraction
+                .map(|f| format!("{:.0}%", 100.0 * f))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s
+}
