@@ -1,11 +1,12 @@
-// common.wgsl: the prelude shared by every sslf kernel, portable variant (no subgroup operations).
+// common.wgsl: the prelude shared by every sslf kernel.
 //
-// The loader (src/backend/gpu/shaders.rs) prepends this file, or common_subgroup.wgsl when the
-// adapter has Features::SUBGROUP, to each kernel file. Both define:
-// - `Params`: the one uniform block of every dispatch (mirrored by `Params` in Rust, 64 bytes);
-// - `Ids`: the builtins an entry point receives;
-// - `wg_reduce(v, ids)`: the sum of `v` over the 256 invocations of a workgroup, valid in
-//   invocation 0, in a fixed order (a shared-memory tree), so results are deterministic.
+// The loader (src/backend/gpu/shaders.rs) builds each module as this file, then one reduction
+// variant — reduce_portable.wgsl, or reduce_subgroup.wgsl when the adapter has
+// Features::SUBGROUP — then model.wgsl where needed, then the kernel file. This file defines
+// `Params`, the one uniform block of every dispatch (mirrored by `Params` in Rust, 64 bytes), the
+// flags and the workgroup scratch `red`. Each variant defines `Ids` (the builtins an entry point
+// receives) and `wg_reduce(v, ids)`: the sum of `v` over the 256 invocations of a workgroup, in a
+// fixed order, so results are deterministic.
 //
 // Every entry point uses @workgroup_size(256) and a grid-stride loop over `p.n` items from a grid
 // of at most 65,535 workgroups in x, so no dispatch exceeds the per-dimension limit.
@@ -29,13 +30,6 @@ struct Params {
     g: f32,
 }
 
-struct Ids {
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-}
-
 const WG: u32 = 256u;
 const FLAG_BIASES: u32 = 1u;
 const FLAG_UDV: u32 = 2u;
@@ -51,16 +45,3 @@ fn has(flag: u32) -> bool {
     return (p.flags & flag) != 0u;
 }
 
-fn wg_reduce(v: f32, ids: Ids) -> f32 {
-    red[ids.lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (ids.lid < s) {
-            red[ids.lid] = red[ids.lid] + red[ids.lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}

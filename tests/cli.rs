@@ -1,14 +1,12 @@
 //! The real binary in a temporary directory: good runs, bad inputs, messages and exit codes.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn sslf(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sslf"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the binary runs")
+    common::run_sslf(dir, args)
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -1,14 +1,12 @@
 //! `sslf experiment`, `predict` and `recommend`: the real binary in a temporary directory.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn sslf(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sslf"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the binary runs")
+    common::run_sslf(dir, args)
 }
 
 fn ok(o: &Output) -> String {

@@ -221,3 +221,12 @@ pub fn assert_close_scalar(what: &str, got: f64, want: f64, rtol: f64, atol: f64
         "{what}: got {got}, want {want}"
     );
 }
+
+/// Runs the `sslf` binary with `args` in `dir`.
+pub fn run_sslf(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sslf"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}

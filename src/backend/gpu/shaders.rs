@@ -1,14 +1,18 @@
-//! The only place WGSL sources enter the binary. Each kernel is a prelude (common, or its subgroup
-//! variant) plus optional model helpers plus one file from `shaders/`; every pipeline is built once
+//! The only place WGSL sources enter the binary. Each kernel module is common.wgsl, a reduction
+//! variant (portable or subgroup), optional model helpers and one file from `shaders/`; every pipeline is built once
 //! when the backend starts, inside a validation error scope, so a bad shader becomes
 //! `Error::Shader` naming the kernel and file.
 
 use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/common.wgsl"));
-const COMMON_SUBGROUP: &str = include_str!(concat!(
+const REDUCE_PORTABLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/shaders/common_subgroup.wgsl"
+    "/shaders/reduce_portable.wgsl"
+));
+const REDUCE_SUBGROUP: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/shaders/reduce_subgroup.wgsl"
 ));
 const MODEL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/model.wgsl"));
 
@@ -130,7 +134,7 @@ impl Kernel {
     }
 }
 
-/// The full WGSL module for a kernel file: prelude (+ model helpers) + the file.
+/// The full WGSL module for a kernel file: common + a reduction variant (+ model helpers) + the file.
 pub fn module_source(file: &str, subgroups: bool) -> Result<String> {
     let (_, src, model) =
         FILES
@@ -141,9 +145,13 @@ pub fn module_source(file: &str, subgroups: bool) -> Result<String> {
                 file: file.into(),
                 message: "no such shader file".into(),
             })?;
-    let prelude = if subgroups { COMMON_SUBGROUP } else { COMMON };
+    let reduce = if subgroups {
+        REDUCE_SUBGROUP
+    } else {
+        REDUCE_PORTABLE
+    };
     Ok(format!(
-        "{prelude}\n{}\n{src}",
+        "{COMMON}\n{reduce}\n{}\n{src}",
         if *model { MODEL } else { "" }
     ))
 }
