@@ -123,23 +123,12 @@ impl Default for BenchConfig {
 
 impl BenchConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let file = path.display().to_string();
-        let mut value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::Config {
-                file: file.clone(),
-                path: format!("line {} column {}", e.line(), e.column()),
-                message: e.to_string(),
-            })?;
+        let mut value = crate::config::read_json(path)?;
         for o in overrides {
             crate::config::apply_override(&mut value, o)?;
         }
-        let mut cfg: BenchConfig =
-            serde_path_to_error::deserialize(value).map_err(|e| Error::Config {
-                file: file.clone(),
-                path: e.path().to_string(),
-                message: e.into_inner().to_string(),
-            })?;
+        let mut cfg: BenchConfig = crate::config::from_tree(&file, value)?;
         if cfg.name.is_none() {
             cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
@@ -205,10 +194,7 @@ impl<'b, B: Backend> Workload<'b, B> {
         };
         let stats = DataStats::of(m);
         let layout = model.layout(m.n_users(), m.n_items(), stats.mean as f32);
-        let counts = |c: &crate::data::Compressed| -> Vec<u32> {
-            (0..c.n_rows).map(|k| c.row_len(k) as u32).collect()
-        };
-        let reg = model.reg_diag(&layout, &counts(&m.by_user), &counts(&m.by_item));
+        let reg = model.reg_diag(&layout, &m.by_user.row_counts(), &m.by_item.row_counts());
         let theta0 = model.init(&layout, 1);
         let problem = Problem::new(
             backend,

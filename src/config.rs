@@ -173,16 +173,33 @@ pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+/// Parses JSON text into a tree; a syntax error names the file, line and column.
+pub fn parse_json(file: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| {
+        config_err(
+            file,
+            &format!("line {} column {}", e.line(), e.column()),
+            e.to_string().split(" at line").next().unwrap_or_default(),
+        )
+    })
+}
+
+/// Reads a JSON file into a tree.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_json(&path.display().to_string(), &text)
+}
+
+/// Deserialises a tree (unknown fields rejected by the target type); an error names the JSON path.
+pub fn from_tree<T: serde::de::DeserializeOwned>(file: &str, value: Value) -> Result<T> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| config_err(file, &e.path().to_string(), e.into_inner().to_string()))
+}
+
 impl TrainConfig {
     /// Parses a config from JSON text; `file` names it in errors.
     pub fn from_json(file: &str, text: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: Value = serde_json::from_str(text).map_err(|e| {
-            config_err(
-                file,
-                &format!("line {} column {}", e.line(), e.column()),
-                e.to_string().split(" at line").next().unwrap_or_default(),
-            )
-        })?;
+        let mut value = parse_json(file, text)?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
@@ -202,10 +219,7 @@ impl TrainConfig {
 
     /// Deserialises and validates a JSON tree.
     pub fn from_value(file: &str, value: Value) -> Result<Self> {
-        let cfg: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            config_err(file, &path, e.into_inner().to_string())
-        })?;
+        let cfg: TrainConfig = from_tree(file, value)?;
         cfg.validate(file)?;
         Ok(cfg)
     }

@@ -455,12 +455,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             for o in &a.overrides {
                 crate::config::apply_override(&mut v, o)?;
             }
-            let mut c: BenchConfig =
-                serde_path_to_error::deserialize(v).map_err(|e| Error::Config {
-                    file: "--set".into(),
-                    path: e.path().to_string(),
-                    message: e.into_inner().to_string(),
-                })?;
+            let mut c: BenchConfig = crate::config::from_tree("--set", v)?;
             c.name.get_or_insert_with(|| "default".into());
             c
         }

@@ -208,6 +208,11 @@ impl Compressed {
         (self.ptr[r + 1] - self.ptr[r]) as usize
     }
 
+    /// Entries in every row.
+    pub fn row_counts(&self) -> Vec<u32> {
+        (0..self.n_rows).map(|r| self.row_len(r) as u32).collect()
+    }
+
     /// The range of row `r` in `index`/`values`.
     pub fn row_range(&self, r: usize) -> std::ops::Range<usize> {
         self.ptr[r] as usize..self.ptr[r + 1] as usize

@@ -18,7 +18,7 @@
 use super::data::{prepare, Prepared};
 use super::observe::{JsonlWriter, Observers};
 use crate::cli::AnyBackend;
-use crate::config::{apply_override, TrainConfig};
+use crate::config::{apply_override, from_tree, read_json, TrainConfig};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -111,19 +111,8 @@ fn short(v: &Value) -> String {
 
 impl SuiteConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let file = path.display().to_string();
-        let value: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-            file: file.clone(),
-            path: format!("line {} column {}", e.line(), e.column()),
-            message: e.to_string(),
-        })?;
-        let mut cfg: SuiteConfig =
-            serde_path_to_error::deserialize(value).map_err(|e| Error::Config {
-                file: file.clone(),
-                path: e.path().to_string(),
-                message: e.into_inner().to_string(),
-            })?;
+        let mut cfg: SuiteConfig = from_tree(&file, read_json(path)?)?;
         if cfg.runs.is_empty() || cfg.seeds.is_empty() {
             return Err(Error::Config {
                 file,
@@ -156,12 +145,7 @@ impl SuiteConfig {
                     path: format!("runs[{r}].config"),
                     message: "no config: give `base` or the run's `config`".into(),
                 })?;
-            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-            let base: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-                file: file.display().to_string(),
-                path: format!("line {} column {}", e.line(), e.column()),
-                message: e.to_string(),
-            })?;
+            let base = read_json(file)?;
             // Cartesian product of the grid, in key order.
             let mut points: Vec<Vec<(String, Value)>> = vec![Vec::new()];
             for (key, values) in &run.grid {

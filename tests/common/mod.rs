@@ -140,10 +140,11 @@ pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) ->
     };
     let layout = cfg.layout(m, n, r.mean() as f32);
     let matrix = Matrix::from_ratings(&r, m, n);
-    let counts = |c: &sslf::data::Compressed| -> Vec<u32> {
-        (0..c.n_rows).map(|k| c.row_len(k) as u32).collect()
-    };
-    let regd = cfg.reg_diag(&layout, &counts(&matrix.by_user), &counts(&matrix.by_item));
+    let regd = cfg.reg_diag(
+        &layout,
+        &matrix.by_user.row_counts(),
+        &matrix.by_item.row_counts(),
+    );
     let mut rng = StdRng::seed_from_u64(seed + 100);
     let mut rand_vec = |scale: f32| -> Vec<f32> {
         (0..layout.len())
