@@ -3,12 +3,24 @@
 
 mod common;
 
-use common::{all_fixtures, assert_close, assert_close_scalar, f64s, fixture};
+use common::{all_fixtures, assert_close, assert_close_scalar, f64s, fixture, Fixture};
 use sslf::backend::{AdamHyper, Backend, Curvature};
 use sslf::model::{ModelKind, Regularization};
 use sslf::problem::{BallConstraint, Problem};
 use sslf::solver::cg::ConjugateGradient;
 use sslf::solver::{slf::Slf, Solver, SolverConfig, SolverKind};
+
+/// The fixture's Gauss–Newton problem on `b`, with an optional UDV ball.
+fn problem<'b, B: Backend>(b: &'b B, fx: &Fixture, ball: Option<BallConstraint>) -> Problem<'b, B> {
+    Problem::new(
+        b,
+        b.upload_matrix(&fx.matrix).unwrap(),
+        fx.layout,
+        b.upload(&fx.reg).unwrap(),
+        Curvature::GaussNewton,
+        ball,
+    )
+}
 
 fn gradient_and_loss_match_reference<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(1) {
@@ -194,14 +206,7 @@ fn vector_ops_match_host<B: Backend>(b: &B) {
 
 fn cg_solves_a_damped_gauss_newton_system<B: Backend>(b: &B) {
     let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 5);
-    let p = Problem::new(
-        b,
-        b.upload_matrix(&fx.matrix).unwrap(),
-        fx.layout,
-        b.upload(&fx.reg).unwrap(),
-        Curvature::GaussNewton,
-        None,
-    );
+    let p = problem(b, &fx, None);
     let theta = b.upload(&fx.theta).unwrap();
     let rhs = b.upload(&fx.v).unwrap();
     let mut x = p.zeros().unwrap();
@@ -232,14 +237,7 @@ fn projection_lands_in_the_ball_and_is_idempotent<B: Backend>(b: &B) {
         alpha_v: 0.5,
         signed_d: false,
     };
-    let p = Problem::new(
-        b,
-        b.upload_matrix(&fx.matrix).unwrap(),
-        fx.layout,
-        b.upload(&fx.reg).unwrap(),
-        Curvature::GaussNewton,
-        Some(ball),
-    );
+    let p = problem(b, &fx, Some(ball));
     let mut th = fx.theta.clone();
     th[fx.layout.d_off()] = -0.3;
     let mut theta = b.upload(&th).unwrap();
@@ -270,14 +268,7 @@ fn training_is_bitwise_deterministic<B: Backend>(b: &B) {
     for kind in [ModelKind::Lf, ModelKind::Udv] {
         let fx = fixture(kind, kind == ModelKind::Lf, Regularization::PerEntry, 7);
         let run = || {
-            let p = Problem::new(
-                b,
-                b.upload_matrix(&fx.matrix).unwrap(),
-                fx.layout,
-                b.upload(&fx.reg).unwrap(),
-                Curvature::GaussNewton,
-                None,
-            );
+            let p = problem(b, &fx, None);
             let cfg = SolverConfig {
                 name: SolverKind::Sslf,
                 ..Default::default()
@@ -299,14 +290,7 @@ fn training_is_bitwise_deterministic<B: Backend>(b: &B) {
 
 fn slf_epochs_lower_the_loss<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(8) {
-        let p = Problem::new(
-            b,
-            b.upload_matrix(&fx.matrix).unwrap(),
-            fx.layout,
-            b.upload(&fx.reg).unwrap(),
-            Curvature::GaussNewton,
-            None,
-        );
+        let p = problem(b, &fx, None);
         let mut theta = b.upload(&fx.theta).unwrap();
         let before = p.loss(&theta).unwrap();
         assert_close_scalar(
