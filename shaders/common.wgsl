@@ -13,14 +13,14 @@
 
 struct Params {
     n: u32,          // items (elements, rows or entries) in this dispatch
-    start: u32,      // first element (range ops) or first global row (row passes)
+    start: u32,      // first element (range ops), or first row of a tile within its row block
     f: u32,          // rank
-    flags: u32,      // bit 0 biases, 1 udv, 2 hessian, 3 d-block, 4 write out
-    own: u32,        // offset of the own factor block (P for user rows, Q for item rows)
-    other: u32,      // offset of the other factor block
-    own_bias: u32,   // offset of the own bias block
-    other_bias: u32, // offset of the other bias block
-    d_off: u32,      // offset of d (UDV)
+    flags: u32,      // bit 0 biases, 1 udv, 2 hessian, 3 d-block, 4 write out, 5 first, 6 last
+    own: u32,        // offset of the own factor rows (P for user rows, Q for item rows) in `theta`
+    other: u32,      // offset of the other side's factor rows in `theta_o`
+    own_bias: u32,   // offset of the own biases
+    other_bias: u32, // offset of the other side's biases
+    d_off: u32,      // offset of d in `out` (the d block of UDV gradients and products)
     part: u32,       // first partial slot written by this dispatch
     a: f32,          // scalars: their meaning is given per entry point
     b: f32,
@@ -36,6 +36,8 @@ const FLAG_UDV: u32 = 2u;
 const FLAG_HESSIAN: u32 = 4u;
 const FLAG_DBLOCK: u32 = 8u;
 const FLAG_WRITE: u32 = 16u;
+const FLAG_FIRST: u32 = 32u; // the first tile over these rows: initialise instead of accumulating
+const FLAG_LAST: u32 = 64u;  // the last tile over these rows: finish per-row results
 
 @group(0) @binding(0) var<uniform> p: Params;
 

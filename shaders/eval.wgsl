@@ -1,12 +1,18 @@
 // eval.wgsl: error sums of r̂ on evaluation entries (ALGORITHMS.md, "Evaluation protocol"): Σe²,
 // Σ|e|, and both again with r̂ clipped to the rating range [b, c].
 //
+// Entries are grouped into tiles by (user block, item block) of θ (ops.rs), with indices local to
+// the blocks; one dispatch per tile.
+//
 // Bindings (group 0):
-//   0 uniform  Params  n = entries in this chunk, f, flags, block offsets (own = P/U, other =
-//                      Q/V, own_bias = b, other_bias = c), a = μ, b/c = clip range, part
-//   1 read     coo: array<u32>        (user, item, bitcast<u32>(rating)) triplets
-//   3 read     theta: array<f32>      (model.wgsl)
-//   7 rw       partials: array<f32>   4 sums per workgroup at part + 4·workgroup index
+//   0  uniform  Params  n = entries in this tile, f, flags, offsets in the bound blocks (own =
+//                       P/U, other = Q/V, own_bias = b, other_bias = c), a = μ, b/c = clip range,
+//                       part
+//   1  read     coo: array<u32>        (user, item, bitcast<u32>(rating)) triplets
+//   3  read     theta: array<f32>      the user block of θ (model.wgsl)
+//   8  read     theta_o: array<f32>    the item block of θ (model.wgsl)
+//   10 uniform  glob                   d of θ (model.wgsl)
+//   7  rw       partials: array<f32>   4 sums per workgroup at part + 4·workgroup index
 // Dispatch: min(ceil(n/256), 1024) workgroups of 256, grid-stride over entries.
 // Determinism: fixed grid and tree order; no atomics.
 

@@ -198,20 +198,20 @@ impl<'b, B: Backend> Workload<'b, B> {
         let theta0 = model.init(&layout, 1);
         let problem = Problem::new(
             backend,
-            backend.upload_matrix(m)?,
+            backend.upload_matrix(m, &layout)?,
             layout,
-            backend.upload(&reg)?,
+            backend.upload_params(&layout, &reg)?,
             Curvature::GaussNewton,
             None,
         );
         let rr: f64 = theta0.iter().map(|&x| x as f64 * x as f64).sum();
         Ok(Workload {
-            theta: backend.upload(&theta0)?,
-            v: backend.upload(&theta0)?,
+            theta: problem.upload(&theta0)?,
+            v: problem.upload(&theta0)?,
             out: problem.zeros()?,
             x: problem.zeros()?,
-            r: backend.upload(&theta0)?,
-            p: backend.upload(&theta0)?,
+            r: problem.upload(&theta0)?,
+            p: problem.upload(&theta0)?,
             rr,
             problem,
             stats,

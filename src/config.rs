@@ -105,8 +105,8 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct GpuConfig {
-    /// Largest storage binding to use, in bytes (default: the adapter's limit). A small value forces
-    /// the multi-chunk paths, as the tests do on lavapipe.
+    /// Largest storage binding to use, in bytes (default: the adapter's limit). θ and the ratings
+    /// are split to fit it; a small value forces those paths, as the tests do on lavapipe.
     pub max_chunk_bytes: Option<u64>,
     /// Use subgroup operations when the adapter has them (default true).
     pub subgroups: Option<bool>,

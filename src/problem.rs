@@ -71,9 +71,14 @@ impl<'b, B: Backend> Problem<'b, B> {
         self.counters.set(c);
     }
 
-    /// A zero vector of θ's length.
+    /// A zero vector laid out as θ.
     pub fn zeros(&self) -> Result<B::Vector> {
-        self.backend.zeros(self.layout.len())
+        self.backend.zeros_params(&self.layout)
+    }
+
+    /// Uploads a host vector laid out as θ.
+    pub fn upload(&self, data: &[f32]) -> Result<B::Vector> {
+        self.backend.upload_params(&self.layout, data)
     }
 
     /// E(θ).

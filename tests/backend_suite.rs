@@ -1,5 +1,5 @@
 //! One suite, every backend: each check is a generic function run on the CPU backend, the GPU
-//! backend and the GPU backend with 4 KiB chunks, against the f64 reference.
+//! backend and the GPU backend with 2 KiB bindings (θ in row blocks, ratings in tiles), against the f64 reference.
 
 mod common;
 
@@ -14,9 +14,9 @@ use sslf::solver::{slf::Slf, Solver, SolverConfig, SolverKind};
 fn problem<'b, B: Backend>(b: &'b B, fx: &Fixture, ball: Option<BallConstraint>) -> Problem<'b, B> {
     Problem::new(
         b,
-        b.upload_matrix(&fx.matrix).unwrap(),
+        b.upload_matrix(&fx.matrix, &fx.layout).unwrap(),
         fx.layout,
-        b.upload(&fx.reg).unwrap(),
+        b.upload_params(&fx.layout, &fx.reg).unwrap(),
         Curvature::GaussNewton,
         ball,
     )
@@ -24,9 +24,9 @@ fn problem<'b, B: Backend>(b: &'b B, fx: &Fixture, ball: Option<BallConstraint>)
 
 fn gradient_and_loss_match_reference<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(1) {
-        let m = b.upload_matrix(&fx.matrix).unwrap();
-        let theta = b.upload(&fx.theta).unwrap();
-        let mut g = b.zeros(fx.layout.len()).unwrap();
+        let m = b.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+        let theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
+        let mut g = b.zeros_params(&fx.layout).unwrap();
         let sq = b.gradient(&m, &fx.layout, &theta, &mut g).unwrap();
         let th = f64s(&fx.theta);
         let want_sq = fx.reference.sq_error(&th);
@@ -47,10 +47,10 @@ fn gradient_and_loss_match_reference<B: Backend>(b: &B) {
 
 fn curvature_products_match_reference<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(2) {
-        let m = b.upload_matrix(&fx.matrix).unwrap();
-        let theta = b.upload(&fx.theta).unwrap();
-        let v = b.upload(&fx.v).unwrap();
-        let mut out = b.zeros(fx.layout.len()).unwrap();
+        let m = b.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+        let theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
+        let v = b.upload_params(&fx.layout, &fx.v).unwrap();
+        let mut out = b.zeros_params(&fx.layout).unwrap();
         let (th, vv) = (f64s(&fx.theta), f64s(&fx.v));
         for (curv, want) in [
             (Curvature::GaussNewton, fx.reference.gn_data(&th, &vv)),
@@ -71,11 +71,14 @@ fn curvature_products_match_reference<B: Backend>(b: &B) {
 
 fn gauss_newton_is_symmetric_and_psd<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(3) {
-        let m = b.upload_matrix(&fx.matrix).unwrap();
-        let theta = b.upload(&fx.theta).unwrap();
-        let (v, w) = (b.upload(&fx.v).unwrap(), b.upload(&fx.w).unwrap());
-        let mut gv = b.zeros(fx.layout.len()).unwrap();
-        let mut gw = b.zeros(fx.layout.len()).unwrap();
+        let m = b.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+        let theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
+        let (v, w) = (
+            b.upload_params(&fx.layout, &fx.v).unwrap(),
+            b.upload_params(&fx.layout, &fx.w).unwrap(),
+        );
+        let mut gv = b.zeros_params(&fx.layout).unwrap();
+        let mut gw = b.zeros_params(&fx.layout).unwrap();
         b.curvature_product(&m, &fx.layout, &theta, &v, &mut gv, Curvature::GaussNewton)
             .unwrap();
         b.curvature_product(&m, &fx.layout, &theta, &w, &mut gw, Curvature::GaussNewton)
@@ -89,8 +92,8 @@ fn gauss_newton_is_symmetric_and_psd<B: Backend>(b: &B) {
 
 fn evaluation_matches_reference<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(4) {
-        let e = b.upload_entries(&fx.ratings).unwrap();
-        let theta = b.upload(&fx.theta).unwrap();
+        let e = b.upload_entries(&fx.ratings, &fx.layout).unwrap();
+        let theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
         let clip = (1.0, 4.0);
         let s = b.evaluate(&e, &fx.layout, &theta, clip).unwrap();
         let th = f64s(&fx.theta);
@@ -207,10 +210,10 @@ fn vector_ops_match_host<B: Backend>(b: &B) {
 fn cg_solves_a_damped_gauss_newton_system<B: Backend>(b: &B) {
     let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 5);
     let p = problem(b, &fx, None);
-    let theta = b.upload(&fx.theta).unwrap();
-    let rhs = b.upload(&fx.v).unwrap();
+    let theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
+    let rhs = b.upload_params(&fx.layout, &fx.v).unwrap();
     let mut x = p.zeros().unwrap();
-    let mut cg = ConjugateGradient::new(b, fx.layout.len()).unwrap();
+    let mut cg = ConjugateGradient::new(b, &rhs).unwrap();
     let gamma = 1.0f32;
     let mut apply = |v: &B::Vector, out: &mut B::Vector| -> sslf::Result<()> {
         p.curvature_product(&theta, v, out)?;
@@ -240,7 +243,7 @@ fn projection_lands_in_the_ball_and_is_idempotent<B: Backend>(b: &B) {
     let p = problem(b, &fx, Some(ball));
     let mut th = fx.theta.clone();
     th[fx.layout.d_off()] = -0.3;
-    let mut theta = b.upload(&th).unwrap();
+    let mut theta = b.upload_params(&fx.layout, &th).unwrap();
     p.project(&mut theta).unwrap();
     let once = b.download(&theta).unwrap();
     let l = &fx.layout;
@@ -274,7 +277,7 @@ fn training_is_bitwise_deterministic<B: Backend>(b: &B) {
                 ..Default::default()
             };
             let mut s = Slf::new(&cfg, &p).unwrap();
-            let mut theta = b.upload(&fx.theta).unwrap();
+            let mut theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
             for _ in 0..3 {
                 s.next_iter(&p, &mut theta).unwrap();
             }
@@ -291,7 +294,7 @@ fn training_is_bitwise_deterministic<B: Backend>(b: &B) {
 fn slf_epochs_lower_the_loss<B: Backend>(b: &B) {
     for (name, fx) in all_fixtures(8) {
         let p = problem(b, &fx, None);
-        let mut theta = b.upload(&fx.theta).unwrap();
+        let mut theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
         let before = p.loss(&theta).unwrap();
         assert_close_scalar(
             &format!("{name} E"),

@@ -3,66 +3,122 @@
 
 mod common;
 
-use common::{fixture, gpu, gpu_chunked};
-use sslf::backend::gpu::{GpuBackend, GpuOptions};
+use common::{all_fixtures, fixture, gpu, gpu_chunked};
 use sslf::backend::{Backend, SparseOps, VectorOps};
 use sslf::data::{Matrix, Ratings};
-use sslf::model::{ModelKind, Regularization};
+use sslf::model::{ModelConfig, ModelKind, Regularization};
 
 #[test]
-fn small_chunk_cap_splits_both_sides_into_many_chunks() {
+fn small_bindings_split_theta_into_row_blocks_and_ratings_into_tiles() {
     let Some(g) = gpu_chunked() else { return };
-    let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 21);
-    let m = g.upload_matrix(&fx.matrix).unwrap();
-    let (u, i) = m.chunk_counts();
-    assert!(u > 3 && i > 3, "chunks: users {u}, items {i}");
     assert!(
         !g.uses_subgroups(),
         "the chunked fixture takes the portable path"
     );
-    assert_eq!(g.chunk_cap(), 4096);
-    if let Some(full) = gpu() {
-        let m = full.upload_matrix(&fx.matrix).unwrap();
-        assert_eq!(m.chunk_counts(), (1, 1));
+    assert_eq!(g.chunk_cap(), 2048);
+    for (name, fx) in all_fixtures(21) {
+        let m = g.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+        let (bu, bi) = m.block_counts();
+        assert!(bu > 2 && bi > 1, "{name}: θ blocks: users {bu}, items {bi}");
+        let (u, i) = m.chunk_counts();
+        // Every user block meets every item block, so there are at least bu·bi tiles per side.
+        assert!(u >= bu * bi && i >= bu * bi, "{name}: tiles {u}, {i}");
+        let theta = g.upload_params(&fx.layout, &fx.theta).unwrap();
+        assert!(theta.segments() >= bu + bi, "{name}");
+        assert_eq!(g.download(&theta).unwrap(), fx.theta, "{name}: round trip");
     }
+    if let Some(full) = gpu() {
+        let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 21);
+        let m = full.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+        assert_eq!(m.chunk_counts(), (1, 1));
+        assert_eq!(m.block_counts(), (1, 1));
+        assert_eq!(
+            full.upload_params(&fx.layout, &fx.theta)
+                .unwrap()
+                .segments(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_flat_vector_on_blocked_parameters_is_refused() {
+    let Some(g) = gpu_chunked() else { return };
+    let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 22);
+    let m = g.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+    let flat = g.upload(&fx.theta).unwrap();
+    let mut out = g.zeros_params(&fx.layout).unwrap();
+    let err = g
+        .gradient(&m, &fx.layout, &flat, &mut out)
+        .expect_err("a flat θ does not match the row blocks")
+        .to_string();
+    assert!(err.contains("upload_params"), "{err}");
+    let err = g
+        .dot(&flat, &out)
+        .expect_err("different layouts")
+        .to_string();
+    assert!(err.contains("not laid out alike"), "{err}");
 }
 
 #[test]
 fn a_row_longer_than_a_chunk_is_a_clear_memory_error() {
-    if gpu().is_none() {
-        return;
-    }
-    let g = GpuBackend::new(&GpuOptions {
-        max_chunk_bytes: Some(4096),
-        subgroups: false,
-    })
-    .unwrap();
+    let Some(g) = gpu_chunked() else { return };
     let mut r = Ratings::default();
-    for i in 0..600 {
+    for i in 0..300 {
         r.push(0, i, 1.0);
     }
+    // Rank 1 without biases: θ (301 floats) fits one binding, so the row meets one item block.
+    let layout = ModelConfig {
+        rank: 1,
+        biases: false,
+        ..Default::default()
+    }
+    .layout(1, 300, 0.0);
     let err = g
-        .upload_matrix(&Matrix::from_ratings(&r, 1, 600))
+        .upload_matrix(&Matrix::from_ratings(&r, 1, 300), &layout)
         .err()
-        .expect("600 entries × 8 bytes exceed a 4 KiB chunk")
+        .expect("300 entries × 8 bytes exceed a 2 KiB chunk")
         .to_string();
     assert!(
-        err.contains("ratings by user row 0 (600 entries) needs 4800 bytes"),
+        err.contains("ratings by user row 0 (300 entries) needs 2400 bytes"),
         "{err}"
     );
-    assert!(err.contains("4096 bytes"), "{err}");
+    assert!(err.contains("2048 bytes"), "{err}");
 }
 
 #[test]
-fn a_vector_past_the_binding_limit_reports_bytes_needed_and_available() {
-    let Some(g) = gpu() else { return };
-    let too_many = (g.binding_cap() / 4 + 1) as usize;
-    let err = g.zeros(too_many).err().expect("too large").to_string();
-    assert!(
-        err.contains(&format!("needs {} bytes", too_many * 4)),
-        "{err}"
-    );
-    assert!(err.contains(&g.binding_cap().to_string()), "{err}");
+fn a_parameter_row_past_the_binding_limit_reports_bytes_needed_and_available() {
+    let Some(g) = gpu_chunked() else { return };
+    // 512 factors + a bias = 2052 bytes per row > 2048.
+    let layout = ModelConfig {
+        rank: 512,
+        ..Default::default()
+    }
+    .layout(3, 2, 0.0);
+    let err = g.zeros_params(&layout).err().expect("too wide").to_string();
+    assert!(err.contains("needs 2052 bytes"), "{err}");
+    assert!(err.contains("2048 bytes"), "{err}");
+}
+
+#[test]
+fn a_flat_vector_past_the_binding_limit_is_split_and_exact() {
+    let Some(g) = gpu_chunked() else { return };
+    let n = 5 * 512 + 3;
+    let x: Vec<f32> = (0..n).map(|k| k as f32).collect();
+    let v = g.upload(&x).unwrap();
+    assert_eq!(v.segments(), 6);
+    assert_eq!(g.download(&v).unwrap(), x);
+    // Small integers: every partial sum is exact in f32, so the total must be exact.
+    let y: Vec<f32> = (0..n).map(|k| (k % 7) as f32 - 3.0).collect();
+    let w = g.upload(&y).unwrap();
+    let want: f64 = y.iter().map(|&a| a as f64 * a as f64).sum();
+    assert_eq!(g.dot(&w, &w).unwrap(), want);
+    assert_eq!(g.norm_sq_range(&w, 500..1600).unwrap(), {
+        y[500..1600]
+            .iter()
+            .map(|&a| a as f64 * a as f64)
+            .sum::<f64>()
+    });
 }
 
 #[test]
@@ -136,4 +192,38 @@ fn udv_training_on_the_gpu_follows_the_cpu() {
             "{solver:?}: cpu {cl} vs gpu {gl}"
         );
     }
+}
+
+#[test]
+fn training_with_theta_in_row_blocks_follows_the_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    use sslf::backend::gpu::{GpuBackend, GpuOptions};
+    use sslf::config::TrainConfig;
+    use sslf::experiment::{data::prepare, observe::Recorder, train};
+    // 32 KiB bindings: θ of the default model (6,000 rows × 6 floats) splits into 3 user and 2 item
+    // blocks, and the ratings into tiles of at most 4,096 entries.
+    let g = GpuBackend::new(&GpuOptions {
+        max_chunk_bytes: Some(32 * 1024),
+        subgroups: true,
+    })
+    .unwrap();
+    let o = vec![
+        "train.max_epochs=4".to_string(),
+        "train.save_model=false".to_string(),
+    ];
+    let cfg = TrainConfig::load(std::path::Path::new("configs/default.json"), &o).unwrap();
+    let data = prepare(&cfg.data).unwrap();
+    let cpu = sslf::backend::cpu::CpuBackend::new(2).unwrap();
+    let c = train(&cpu, &cfg, &data, &mut Recorder::default()).unwrap();
+    let gg = train(&g, &cfg, &data, &mut Recorder::default()).unwrap();
+    let (cl, gl) = (c.summary.final_loss, gg.summary.final_loss);
+    let (ct, gt) = (
+        c.summary.test.as_ref().unwrap().rmse,
+        gg.summary.test.as_ref().unwrap().rmse,
+    );
+    eprintln!("cpu loss {cl} rmse {ct}; blocked gpu loss {gl} rmse {gt}");
+    assert!((cl - gl).abs() <= 1e-3 * cl.abs(), "cpu {cl} vs gpu {gl}");
+    assert!((ct - gt).abs() <= 1e-3, "test rmse: cpu {ct} vs gpu {gt}");
 }

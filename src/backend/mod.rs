@@ -69,8 +69,24 @@ pub trait VectorOps {
     /// A device-resident f32 vector.
     type Vector: Send + Sync;
 
+    /// A flat vector (any length; the GPU cuts it into bindings as needed).
     fn upload(&self, data: &[f32]) -> Result<Self::Vector>;
+    /// A flat zero vector.
     fn zeros(&self, len: usize) -> Result<Self::Vector>;
+    /// A vector laid out as θ of `layout`: what the sparse ops take. On the GPU a θ larger than
+    /// one storage binding is stored in row blocks; the CPU keeps every vector flat.
+    fn upload_params(&self, layout: &Layout, data: &[f32]) -> Result<Self::Vector> {
+        debug_assert_eq!(data.len(), layout.len());
+        self.upload(data)
+    }
+    /// A zero vector laid out as θ of `layout`.
+    fn zeros_params(&self, layout: &Layout) -> Result<Self::Vector> {
+        self.zeros(layout.len())
+    }
+    /// A zero vector laid out as `v`.
+    fn zeros_like(&self, v: &Self::Vector) -> Result<Self::Vector> {
+        self.zeros(self.vec_len(v))
+    }
     fn download(&self, v: &Self::Vector) -> Result<Vec<f32>>;
     fn vec_len(&self, v: &Self::Vector) -> usize;
 
@@ -137,8 +153,11 @@ pub trait SparseOps: VectorOps {
     /// Evaluation entries resident on the device.
     type Entries: Send + Sync;
 
-    fn upload_matrix(&self, m: &Matrix) -> Result<Self::Matrix>;
-    fn upload_entries(&self, r: &Ratings) -> Result<Self::Entries>;
+    /// Uploads the training matrix for a model of `layout` (the GPU tiles it to match the row
+    /// blocks of θ).
+    fn upload_matrix(&self, m: &Matrix, layout: &Layout) -> Result<Self::Matrix>;
+    /// Uploads evaluation entries for a model of `layout`.
+    fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<Self::Entries>;
 
     /// Σ e_ui² over the training entries at θ, with e = r − r̂.
     fn sq_error(&self, m: &Self::Matrix, layout: &Layout, theta: &Self::Vector) -> Result<f64>;
@@ -182,4 +201,28 @@ pub trait Backend: SparseOps + Send + Sync {
 pub fn partition(n: usize, chunk: usize) -> impl Iterator<Item = Range<usize>> {
     let chunk = chunk.max(1);
     (0..n.div_ceil(chunk)).map(move |k| k * chunk..((k + 1) * chunk).min(n))
+}
+
+/// Checks that a matrix and a layout describe the same users and items.
+pub fn check_shape(users: usize, items: usize, layout: &Layout) -> Result<()> {
+    if users != layout.n_users || items != layout.n_items {
+        return Err(crate::error::Error::Unsupported(format!(
+            "data of {users} users × {items} items does not match a model of {} users × {} items",
+            layout.n_users, layout.n_items
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that every evaluation entry names a user and an item of `layout`.
+pub fn check_entries(r: &Ratings, layout: &Layout) -> Result<()> {
+    let bad = (0..r.nnz())
+        .find(|&k| r.users[k] as usize >= layout.n_users || r.items[k] as usize >= layout.n_items);
+    match bad {
+        Some(k) => Err(crate::error::Error::Unsupported(format!(
+            "evaluation entry {k} (user {}, item {}) is outside a model of {} users × {} items",
+            r.users[k], r.items[k], layout.n_users, layout.n_items
+        ))),
+        None => Ok(()),
+    }
 }

@@ -152,13 +152,13 @@ pub fn train<B: Backend>(
     let matrix = Matrix::from_ratings(&data.train, n_users, n_items);
     let stats = DataStats::of(&matrix);
     let clip = (stats.min, stats.max);
-    let dmat = backend.upload_matrix(&matrix)?;
+    let dmat = backend.upload_matrix(&matrix, &layout)?;
     drop(matrix);
     let valid = (data.valid.nnz() > 0)
-        .then(|| backend.upload_entries(&data.valid))
+        .then(|| backend.upload_entries(&data.valid, &layout))
         .transpose()?;
     let test = (data.test.nnz() > 0)
-        .then(|| backend.upload_entries(&data.test))
+        .then(|| backend.upload_entries(&data.test, &layout))
         .transpose()?;
     let reg = cfg.model.reg_diag(&layout, &cu, &ci);
     let mut theta0 = cfg.model.init(&layout, cfg.train.seed);
@@ -180,13 +180,13 @@ pub fn train<B: Backend>(
         backend,
         dmat,
         layout,
-        backend.upload(&reg)?,
+        backend.upload_params(&layout, &reg)?,
         cfg.solver.curvature,
         constraint,
     );
-    let mut theta = backend.upload(&theta0)?;
+    let mut theta = problem.upload(&theta0)?;
     problem.project(&mut theta)?;
-    let mut best = backend.zeros(layout.len())?;
+    let mut best = problem.zeros()?;
     backend.copy(&theta, &mut best)?;
     let mut solver = make_solver(cfg, &problem, data, &reg)?;
     let solver_name = solver.name();

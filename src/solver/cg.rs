@@ -40,11 +40,12 @@ pub struct ConjugateGradient<B: Backend> {
 }
 
 impl<B: Backend> ConjugateGradient<B> {
-    pub fn new(backend: &B, len: usize) -> Result<Self> {
+    /// Work vectors laid out as `like` (the right-hand sides it will solve for).
+    pub fn new(backend: &B, like: &B::Vector) -> Result<Self> {
         Ok(ConjugateGradient {
-            r: backend.zeros(len)?,
-            p: backend.zeros(len)?,
-            ap: backend.zeros(len)?,
+            r: backend.zeros_like(like)?,
+            p: backend.zeros_like(like)?,
+            ap: backend.zeros_like(like)?,
         })
     }
 

@@ -132,7 +132,7 @@ impl<B: Backend> Solver<B> for Sgd {
             None => p.backend.download(theta)?,
         };
         self.epoch(&p.layout, &mut host);
-        *theta = p.backend.upload(&host)?;
+        *theta = p.upload(&host)?;
         p.project(theta)?;
         if p.constraint.is_some() {
             host = p.backend.download(theta)?;

@@ -37,18 +37,19 @@ pub struct Slf<B: Backend> {
 impl<B: Backend> Slf<B> {
     pub fn new(cfg: &SolverConfig, p: &Problem<B>) -> Result<Self> {
         let sam = (cfg.name == SolverKind::Sslf).then_some(cfg.sam);
+        let g = p.zeros()?;
         Ok(Slf {
             cfg: cfg.clone(),
             gamma: cfg.gamma,
             sam,
-            g: p.zeros()?,
+            cg: ConjugateGradient::new(p.backend, &g)?,
+            g,
             cached: None,
             b: p.zeros()?,
             s: p.zeros()?,
             trial: p.zeros()?,
             work: p.zeros()?,
             work2: p.zeros()?,
-            cg: ConjugateGradient::new(p.backend, p.layout.len())?,
         })
     }
 

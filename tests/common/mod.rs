@@ -53,13 +53,14 @@ pub fn gpu() -> Option<&'static GpuBackend> {
     g.as_ref()
 }
 
-/// The GPU backend with 4 KiB bindings and no subgroups: every rating array splits into many
-/// chunks, and reductions take the portable path.
+/// The GPU backend with 2 KiB bindings and no subgroups: θ of every fixture splits into row blocks
+/// on both sides, the ratings into tiles over several blocks of the other side, and reductions
+/// take the portable path.
 pub fn gpu_chunked() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
     let g = GPU.get_or_init(|| {
         open_gpu(GpuOptions {
-            max_chunk_bytes: Some(4096),
+            max_chunk_bytes: Some(2048),
             subgroups: false,
         })
     });
@@ -90,7 +91,7 @@ macro_rules! backend_suite {
 }
 
 /// A seeded problem with awkward shapes: 300 users (one workgroup of 256 plus 44), 150 items, a
-/// user and an item with no entries, nnz not a multiple of 64, rows short enough for 4 KiB chunks.
+/// user and an item with no entries, nnz not a multiple of 64, rows short enough for 2 KiB chunks.
 pub struct Fixture {
     pub cfg: ModelConfig,
     pub layout: Layout,

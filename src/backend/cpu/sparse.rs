@@ -5,7 +5,7 @@
 
 use super::vector::CHUNK;
 use super::{CpuBackend, Fusion};
-use crate::backend::{Curvature, EvalSums, SparseOps};
+use crate::backend::{check_entries, check_shape, Curvature, EvalSums, SparseOps};
 use crate::data::{Compressed, Matrix, Ratings};
 use crate::error::Result;
 use crate::model::{Layout, ModelKind};
@@ -504,10 +504,12 @@ impl SparseOps for CpuBackend {
     type Matrix = Matrix;
     type Entries = Ratings;
 
-    fn upload_matrix(&self, m: &Matrix) -> Result<Matrix> {
+    fn upload_matrix(&self, m: &Matrix, layout: &Layout) -> Result<Matrix> {
+        check_shape(m.n_users(), m.n_items(), layout)?;
         Ok(m.clone())
     }
-    fn upload_entries(&self, r: &Ratings) -> Result<Ratings> {
+    fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<Ratings> {
+        check_entries(r, layout)?;
         Ok(r.clone())
     }
 

@@ -7,17 +7,23 @@
 //!   recorded into one open command encoder. The encoder is submitted only when a reduction must
 //!   be read back (a dot, a norm, a loss), when the ring is full, or at `sync`. A CG iteration is
 //!   thus two submits: one ending in pᵀAp, one ending in rᵀr.
-//! - **Chunking.** Rating arrays are split by rows into chunks whose bindings stay under
-//!   `max_storage_buffer_binding_size` (or `gpu.max_chunk_bytes`); every grid is at most 65,535
-//!   workgroups in x with grid-stride loops. θ-sized vectors must each fit one binding.
+//! - **Chunking.** Every binding stays under `max_storage_buffer_binding_size` (or
+//!   `gpu.max_chunk_bytes`). Vectors are cut into segments ([`blocking`]): θ larger than one
+//!   binding is stored in row blocks, and the rating arrays are cut into tiles (own rows of one
+//!   row block × the columns of one block of the other side, then by entry count), so a row pass
+//!   binds one block per side. Every grid is at most 65,535 workgroups in x with grid-stride
+//!   loops.
 //! - **Determinism.** No atomics; per-workgroup partials in fixed order, summed in f64 here.
 
+pub mod blocking;
 mod ops;
 pub mod shaders;
 
 use crate::backend::{Backend, DeviceInfo};
 use crate::config::GpuConfig;
 use crate::error::{Error, Result};
+use crate::model::Layout;
+use blocking::Blocking;
 use shaders::{Kernel, Params};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,11 +52,21 @@ impl GpuOptions {
     }
 }
 
-/// A device-resident f32 vector.
+/// A device-resident f32 vector: one buffer per segment of its [`Blocking`].
 pub struct GpuVector {
-    buf: wgpu::Buffer,
-    len: usize,
+    segs: Vec<wgpu::Buffer>,
+    blocking: Arc<Blocking>,
 }
+
+impl GpuVector {
+    /// Buffers (storage bindings) the vector is split into.
+    pub fn segments(&self) -> usize {
+        self.segs.len()
+    }
+}
+
+/// Bytes of the uniform that carries d of θ and of the direction (2 × 1024 floats).
+const GLOB_BYTES: u64 = 2 * 1024 * 4;
 
 struct State {
     encoder: Option<wgpu::CommandEncoder>,
@@ -61,6 +77,8 @@ struct State {
     staging: wgpu::Buffer,
     /// rows × f scratch for the UDV d block.
     scratch: wgpu::Buffer,
+    /// d of θ and of the direction, copied in before each UDV pass (model.wgsl).
+    glob: wgpu::Buffer,
     /// Small stand-ins for bindings a kernel declares but a call does not use.
     dummy: [wgpu::Buffer; 2],
 }
@@ -73,8 +91,11 @@ pub struct GpuBackend {
     limits: wgpu::Limits,
     subgroups: bool,
     binding_cap: u64,
-    /// Largest binding for rating arrays: `binding_cap`, or less with `gpu.max_chunk_bytes`.
+    /// Largest binding of data and vector segments: `binding_cap`, or less with
+    /// `gpu.max_chunk_bytes`.
     chunk_cap: u64,
+    /// One blocking per model shape, shared by all its vectors.
+    blockings: Mutex<Vec<(Layout, Arc<Blocking>)>>,
     pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
     state: Mutex<State>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -195,9 +216,9 @@ impl GpuBackend {
         } else {
             wgpu::Features::empty()
         };
-        if limits.max_storage_buffers_per_shader_stage < 7 {
+        if limits.max_storage_buffers_per_shader_stage < 8 {
             return Err(Error::Device(format!(
-                "{} offers {} storage buffers per shader stage; sslf's kernels need 7",
+                "{} offers {} storage buffers per shader stage; sslf's kernels need 8",
                 info.name, limits.max_storage_buffers_per_shader_stage
             )));
         }
@@ -293,6 +314,11 @@ impl GpuBackend {
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             ),
             scratch: buf("sslf::scratch", 16, storage),
+            glob: buf(
+                "sslf::glob",
+                GLOB_BYTES,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            ),
             dummy: [
                 buf("sslf::dummy0", 16, storage),
                 buf("sslf::dummy1", 16, storage),
@@ -306,6 +332,7 @@ impl GpuBackend {
             subgroups,
             binding_cap,
             chunk_cap,
+            blockings: Mutex::default(),
             pipelines,
             state: Mutex::new(state),
             errors,
@@ -333,9 +360,41 @@ impl GpuBackend {
         self.binding_cap
     }
 
-    /// The largest binding of a rating-array chunk, in bytes.
+    /// The largest binding of a rating chunk or vector segment, in bytes.
     pub fn chunk_cap(&self) -> u64 {
         self.chunk_cap
+    }
+
+    /// Floats per vector segment.
+    fn seg_cap(&self) -> usize {
+        (self.chunk_cap / 4) as usize
+    }
+
+    /// The blocking of θ for `layout` (one per shape, shared).
+    fn param_blocking(&self, layout: &Layout) -> Result<Arc<Blocking>> {
+        if layout.kind == crate::model::ModelKind::Udv && layout.rank > 1024 {
+            return Err(Error::Unsupported(format!(
+                "the GPU backend takes UDV^T ranks up to 1024, not {}",
+                layout.rank
+            )));
+        }
+        let same = |l: &Layout| {
+            (l.kind, l.n_users, l.n_items, l.rank, l.has_biases())
+                == (
+                    layout.kind,
+                    layout.n_users,
+                    layout.n_items,
+                    layout.rank,
+                    layout.has_biases(),
+                )
+        };
+        let mut cache = self.blockings.lock().expect("blocking cache");
+        if let Some((_, b)) = cache.iter().find(|(l, _)| same(l)) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(Blocking::params(layout, self.seg_cap())?);
+        cache.push((*layout, b.clone()));
+        Ok(b)
     }
 
     /// Bytes of device buffers sslf has created for data and vectors.
@@ -573,7 +632,7 @@ impl Backend for GpuBackend {
                     "no subgroups".into()
                 },
                 if self.chunk_cap < self.binding_cap {
-                    format!(", rating chunks capped at {} bytes", self.chunk_cap)
+                    format!(", bindings capped at {} bytes", self.chunk_cap)
                 } else {
                     String::new()
                 }

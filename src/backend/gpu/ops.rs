@@ -1,153 +1,300 @@
 //! Dispatch code for every backend op, mirroring `backend/cpu`: one function per kernel call, with
 //! the grid, the bindings and the partial slots it needs.
+//!
+//! Vectors are segmented by their [`Blocking`]: element-wise ops and reductions run once per
+//! segment (partials concatenated in segment order), range ops once per piece of the range. The
+//! rating arrays are cut into [`Tile`]s, one per (own row block, other row block, run of rows), so
+//! a row pass binds exactly one block of θ per side.
 
+use super::blocking::{Blocking, RowBlock};
 use super::shaders::{
-    Kernel, Params, FLAG_BIASES, FLAG_DBLOCK, FLAG_HESSIAN, FLAG_UDV, FLAG_WRITE,
+    Kernel, Params, FLAG_BIASES, FLAG_DBLOCK, FLAG_FIRST, FLAG_HESSIAN, FLAG_LAST, FLAG_UDV,
+    FLAG_WRITE,
 };
 use super::{GpuBackend, GpuVector, State};
-use crate::backend::{AdamHyper, Curvature, EvalSums, SparseOps, VectorOps};
+use crate::backend::{
+    check_entries, check_shape, AdamHyper, Curvature, EvalSums, SparseOps, VectorOps,
+};
 use crate::data::{Compressed, Matrix, Ratings};
 use crate::error::{Error, Result};
 use crate::model::{Layout, ModelKind};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Most workgroups of an element-wise grid (the per-dimension limit).
 const MAX_GROUPS: u32 = 65_535;
 /// Workgroups of a reduction (so at most this many partials per reduction).
 const REDUCE_GROUPS: u32 = 1024;
-/// Workgroups of a row pass per chunk.
+/// Workgroups of a row pass per tile.
 const ROW_GROUPS: u32 = 4096;
 
-/// One chunk of a compressed side: a run of rows and their entries.
-struct Chunk {
+/// A run of rows of one own row block, restricted to the columns of one row block of the other
+/// side, with column indices local to that block.
+struct Tile {
+    own: usize,
+    other: usize,
+    /// First row, relative to the own block.
     row_start: u32,
     n_rows: u32,
+    /// The tiles over the same rows with `other == 0` initialise them; those with the last
+    /// `other` finish them.
+    first: bool,
+    last: bool,
     rowptr: wgpu::Buffer,
     ent: wgpu::Buffer,
 }
 
-/// One side (CSR by user or CSC by item) on the device, in chunks.
+/// One side (CSR by user or CSC by item) on the device, in tiles ordered by own block, then other
+/// block, then row.
 pub struct GpuSide {
-    chunks: Vec<Chunk>,
+    tiles: Vec<Tile>,
 }
 
-/// The training matrix on the device.
+/// The training matrix on the device, tiled for one model shape.
 pub struct GpuMatrix {
     users: GpuSide,
     items: GpuSide,
+    blocking: Arc<Blocking>,
 }
 
 impl GpuMatrix {
-    /// Chunks per side (users, items): more than one means the chunked path runs.
+    /// Tiles per side (users, items): more than one means the chunked path runs.
     pub fn chunk_counts(&self) -> (usize, usize) {
-        (self.users.chunks.len(), self.items.chunks.len())
+        (self.users.tiles.len(), self.items.tiles.len())
+    }
+
+    /// Row blocks of θ per side (users, items): more than one means θ is split.
+    pub fn block_counts(&self) -> (usize, usize) {
+        let pb = self
+            .blocking
+            .params
+            .as_ref()
+            .expect("a matrix has a parameter blocking");
+        (pb.users.len(), pb.items.len())
     }
 }
 
-/// Evaluation entries on the device, in chunks of (user, item, rating) triplets.
+/// Evaluation entries on the device: (user, item, rating) triplets grouped by (user block, item
+/// block), with local indices.
 pub struct GpuEntries {
-    chunks: Vec<(u32, wgpu::Buffer)>,
+    tiles: Vec<EntryTile>,
+    blocking: Arc<Blocking>,
 }
+
+struct EntryTile {
+    user_block: usize,
+    item_block: usize,
+    n: u32,
+    coo: wgpu::Buffer,
+}
+
+/// Where in which vectors a kernel reads and writes: (binding, vector) for each vector operand.
+type Operands<'a> = [(u32, &'a GpuVector)];
 
 impl GpuBackend {
-    fn upload_side(&self, what: &str, c: &Compressed) -> Result<GpuSide> {
-        let max_entries = (self.chunk_cap / 8) as usize;
-        let max_rows = (self.chunk_cap / 4) as usize - 1;
-        let mut chunks = Vec::new();
-        let mut r0 = 0usize;
-        while r0 < c.n_rows {
-            let base = c.ptr[r0] as usize;
-            let mut r1 = r0;
-            while r1 < c.n_rows
-                && r1 - r0 < max_rows
-                && (c.ptr[r1 + 1] as usize - base) <= max_entries
-            {
-                r1 += 1;
-            }
-            if r1 == r0 {
-                return Err(Error::DeviceMemory {
-                    what: format!("{what} row {r0} ({} entries)", c.row_len(r0)),
-                    needed: c.row_len(r0) as u64 * 8,
-                    available: format!("one rating chunk holds at most {} bytes", self.chunk_cap),
-                });
-            }
-            let end = c.ptr[r1] as usize;
-            let rowptr: Vec<u32> = c.ptr[r0..=r1]
-                .iter()
-                .map(|&p| (p as usize - base) as u32)
-                .collect();
-            let mut ent = Vec::with_capacity(2 * (end - base));
-            for k in base..end {
-                ent.push(c.index[k]);
-                ent.push(c.values[k].to_bits());
-            }
-            chunks.push(Chunk {
-                row_start: r0 as u32,
-                n_rows: (r1 - r0) as u32,
-                rowptr: self.storage_buffer(
-                    &format!("{what} row offsets"),
-                    rowptr.len() as u64 * 4,
-                    Some(bytemuck::cast_slice(&rowptr)),
-                )?,
-                ent: self.storage_buffer(
-                    &format!("{what} entries"),
-                    ent.len() as u64 * 4,
-                    Some(bytemuck::cast_slice(&ent)),
-                )?,
-            });
-            r0 = r1;
+    fn new_vector(&self, blocking: Arc<Blocking>, data: Option<&[f32]>) -> Result<GpuVector> {
+        let host = data.map(|d| blocking.scatter(d));
+        let mut segs = Vec::with_capacity(blocking.segs.len());
+        for (k, &n) in blocking.segs.iter().enumerate() {
+            let bytes = host
+                .as_ref()
+                .map(|h| bytemuck::cast_slice::<f32, u8>(&h[k]));
+            // New wgpu buffers are zero-initialised.
+            segs.push(self.storage_buffer("vector", n as u64 * 4, bytes)?);
         }
-        Ok(GpuSide { chunks })
+        Ok(GpuVector { segs, blocking })
     }
 
-    fn vec_params(n: usize) -> Params {
-        Params {
-            n: n as u32,
-            ..Default::default()
-        }
+    fn compatible(a: &Arc<Blocking>, b: &Arc<Blocking>) -> bool {
+        Arc::ptr_eq(a, b) || a.compatible(b)
     }
 
+    /// Fails unless all operands are segmented alike.
+    fn check_alike(vecs: &Operands) -> Result<()> {
+        let first = &vecs[0].1.blocking;
+        for (_, v) in &vecs[1..] {
+            if !Self::compatible(first, &v.blocking) {
+                return Err(Error::Unsupported(format!(
+                    "vectors of lengths {} and {} are not laid out alike on the device (create \
+                     θ-shaped vectors with upload_params/zeros_params/zeros_like)",
+                    first.len, v.blocking.len
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_vector(&self, blocking: &Arc<Blocking>, v: &GpuVector) -> Result<()> {
+        if !Self::compatible(blocking, &v.blocking) {
+            return Err(Error::Unsupported(format!(
+                "a vector of length {} ({} segments) is not laid out as the model's {} parameters \
+                 ({} segments); create it with upload_params or zeros_params",
+                v.blocking.len,
+                v.segs.len(),
+                blocking.len,
+                blocking.segs.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every segment of `v`, whole.
+    fn whole(v: &GpuVector) -> Vec<(usize, Range<usize>)> {
+        v.blocking
+            .segs
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (k, 0..n))
+            .collect()
+    }
+
+    fn bindings<'a>(vecs: &'a Operands<'a>, seg: usize) -> Vec<(u32, &'a wgpu::Buffer)> {
+        vecs.iter().map(|(b, v)| (*b, &v.segs[seg])).collect()
+    }
+
+    /// One element-wise dispatch per (segment, range): `n` = range length, `start` = its start.
     fn elementwise(
         &self,
         kernel: Kernel,
         params: Params,
-        bind: &[(u32, &wgpu::Buffer)],
+        jobs: &[(usize, Range<usize>)],
+        vecs: &Operands,
     ) -> Result<()> {
-        if params.n == 0 {
-            return Ok(());
-        }
+        Self::check_alike(vecs)?;
         let mut st = self.lock();
-        self.dispatch(
-            &mut st,
-            kernel,
-            params,
-            bind,
-            Self::groups(params.n as usize, MAX_GROUPS),
-        );
+        for (seg, r) in jobs.iter().filter(|(_, r)| !r.is_empty()) {
+            let p = Params {
+                n: r.len() as u32,
+                start: r.start as u32,
+                ..params
+            };
+            let bind = Self::bindings(vecs, *seg);
+            self.dispatch(&mut st, kernel, p, &bind, Self::groups(r.len(), MAX_GROUPS));
+        }
         Ok(())
     }
 
+    /// One reduction dispatch per (segment, range), partials read once and added in order.
     fn reduction(
         &self,
         kernel: Kernel,
-        params: Params,
-        bind: &[(u32, &wgpu::Buffer)],
+        jobs: &[(usize, Range<usize>)],
+        vecs: &Operands,
     ) -> Result<f64> {
-        if params.n == 0 {
+        Self::check_alike(vecs)?;
+        let jobs: Vec<_> = jobs.iter().filter(|(_, r)| !r.is_empty()).collect();
+        if jobs.is_empty() {
             return Ok(0.0);
         }
         let mut st = self.lock();
-        let g = Self::groups(params.n as usize, REDUCE_GROUPS);
-        self.reserve_partials(&mut st, g as usize);
+        let slots: usize = jobs
+            .iter()
+            .map(|(_, r)| Self::groups(r.len(), REDUCE_GROUPS) as usize)
+            .sum();
+        self.reserve_partials(&mut st, slots);
         let partials = st.partials.clone();
-        let mut b = bind.to_vec();
-        b.push((4, &partials));
-        self.dispatch(&mut st, kernel, params, &b, g);
-        let parts = self.read_partials(&mut st, g as usize)?;
+        let mut part = 0usize;
+        for (seg, r) in jobs {
+            let g = Self::groups(r.len(), REDUCE_GROUPS);
+            let p = Params {
+                n: r.len() as u32,
+                start: r.start as u32,
+                part: part as u32,
+                ..Default::default()
+            };
+            let mut bind = Self::bindings(vecs, *seg);
+            bind.push((4, &partials));
+            self.dispatch(&mut st, kernel, p, &bind, g);
+            part += g as usize;
+        }
+        let parts = self.read_partials(&mut st, part)?;
         Ok(parts.iter().map(|&x| x as f64).sum())
     }
 
-    fn model_params(layout: &Layout, side_users: bool) -> Params {
+    /// Tiles one compressed side: for each own row block and each other row block, the entries of
+    /// the own rows whose columns lie in the other block, cut into runs of rows under the chunk cap.
+    fn upload_side(
+        &self,
+        what: &str,
+        c: &Compressed,
+        own: &[RowBlock],
+        other: &[RowBlock],
+    ) -> Result<GpuSide> {
+        let max_entries = (self.chunk_cap / 8) as usize;
+        let max_rows = (self.chunk_cap / 4) as usize - 1;
+        let mut tiles = Vec::new();
+        for (ob, blk) in own.iter().enumerate() {
+            let n = blk.rows.len();
+            // Per row, the first entry not yet given to a tile (columns ascend within a row).
+            let mut cur: Vec<usize> = blk.rows.clone().map(|r| c.ptr[r] as usize).collect();
+            for (cb, cblk) in other.iter().enumerate() {
+                let ends: Vec<usize> = blk
+                    .rows
+                    .clone()
+                    .zip(&cur)
+                    .map(|(r, &from)| {
+                        let row = &c.index[from..c.ptr[r + 1] as usize];
+                        from + row.partition_point(|&col| (col as usize) < cblk.rows.end)
+                    })
+                    .collect();
+                let mut r0 = 0;
+                while r0 < n {
+                    let mut r1 = r0;
+                    let mut count = 0;
+                    while r1 < n && r1 - r0 < max_rows && count + ends[r1] - cur[r1] <= max_entries
+                    {
+                        count += ends[r1] - cur[r1];
+                        r1 += 1;
+                    }
+                    if r1 == r0 {
+                        let row = blk.rows.start + r0;
+                        return Err(Error::DeviceMemory {
+                            what: format!("{what} row {row} ({} entries)", ends[r0] - cur[r0]),
+                            needed: (ends[r0] - cur[r0]) as u64 * 8,
+                            available: format!(
+                                "one rating chunk holds at most {} bytes",
+                                self.chunk_cap
+                            ),
+                        });
+                    }
+                    let mut rowptr = Vec::with_capacity(r1 - r0 + 1);
+                    let mut ent = Vec::with_capacity(2 * count);
+                    rowptr.push(0u32);
+                    for k in r0..r1 {
+                        for e in cur[k]..ends[k] {
+                            ent.push(c.index[e] - cblk.rows.start as u32);
+                            ent.push(c.values[e].to_bits());
+                        }
+                        rowptr.push((ent.len() / 2) as u32);
+                    }
+                    tiles.push(Tile {
+                        own: ob,
+                        other: cb,
+                        row_start: r0 as u32,
+                        n_rows: (r1 - r0) as u32,
+                        first: cb == 0,
+                        last: cb + 1 == other.len(),
+                        rowptr: self.storage_buffer(
+                            &format!("{what} row offsets"),
+                            rowptr.len() as u64 * 4,
+                            Some(bytemuck::cast_slice(&rowptr)),
+                        )?,
+                        ent: self.storage_buffer(
+                            &format!("{what} entries"),
+                            ent.len() as u64 * 4,
+                            Some(bytemuck::cast_slice(&ent)),
+                        )?,
+                    });
+                    r0 = r1;
+                }
+                cur = ends;
+            }
+        }
+        Ok(GpuSide { tiles })
+    }
+
+    /// Params shared by every sparse kernel of a model: f, flags and μ.
+    fn model_params(layout: &Layout) -> Params {
         let mut flags = 0;
         if layout.has_biases() {
             flags |= FLAG_BIASES;
@@ -155,85 +302,146 @@ impl GpuBackend {
         if layout.kind == ModelKind::Udv {
             flags |= FLAG_UDV;
         }
-        let (own, other, ob, tb) = if side_users {
-            (
-                layout.p_off(),
-                layout.q_off(),
-                layout.b_off(),
-                layout.c_off(),
-            )
-        } else {
-            (
-                layout.q_off(),
-                layout.p_off(),
-                layout.c_off(),
-                layout.b_off(),
-            )
-        };
         Params {
             f: layout.rank as u32,
             flags,
-            own: own as u32,
-            other: other as u32,
-            own_bias: ob as u32,
-            other_bias: tb as u32,
-            d_off: layout.d_off() as u32,
             a: layout.mu,
             ..Default::default()
         }
     }
 
-    /// Records a row pass over one side; returns the partial slots it used.
+    /// Copies d of θ (and of the direction) into the `glob` uniform ahead of the next passes.
+    fn load_glob(
+        &self,
+        st: &mut State,
+        layout: &Layout,
+        b: &Blocking,
+        theta: &GpuVector,
+        dir: Option<&GpuVector>,
+    ) {
+        let Some((seg, off)) = b.params.as_ref().and_then(|pb| pb.d) else {
+            return;
+        };
+        let bytes = layout.rank as u64 * 4;
+        let glob = st.glob.clone();
+        let enc = st.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("sslf"),
+                })
+        });
+        enc.copy_buffer_to_buffer(&theta.segs[seg], off as u64 * 4, &glob, 0, bytes);
+        if let Some(v) = dir {
+            enc.copy_buffer_to_buffer(&v.segs[seg], off as u64 * 4, &glob, 4096, bytes);
+        }
+    }
+
+    /// Records a row pass over one side; returns the partial slots it used (gradient kernel).
+    /// With FLAG_DBLOCK, the d block of `out` is summed after each own block.
     #[allow(clippy::too_many_arguments)]
     fn row_pass(
         &self,
         st: &mut State,
         kernel: Kernel,
         side: &GpuSide,
+        users: bool,
+        blocking: &Blocking,
         base: Params,
-        theta: &wgpu::Buffer,
-        dir: Option<&wgpu::Buffer>,
-        out: &wgpu::Buffer,
+        theta: &GpuVector,
+        dir: Option<&GpuVector>,
+        out: Option<&GpuVector>,
         part0: usize,
     ) -> usize {
+        let pb = blocking.params.as_ref().expect("parameter blocking");
+        let (own_blocks, other_blocks) = if users {
+            (&pb.users, &pb.items)
+        } else {
+            (&pb.items, &pb.users)
+        };
         let mut part = part0;
         let scratch = st.scratch.clone();
         let partials = st.partials.clone();
-        for ch in &side.chunks {
-            if ch.n_rows == 0 {
-                continue;
+        let glob = st.glob.clone();
+        let dummy = st.dummy[0].clone();
+        for (k, t) in side.tiles.iter().enumerate() {
+            let (own, oth) = (&own_blocks[t.own], &other_blocks[t.other]);
+            if t.n_rows > 0 {
+                let g = Self::groups(t.n_rows as usize, ROW_GROUPS);
+                let mut flags = base.flags;
+                if t.first {
+                    flags |= FLAG_FIRST;
+                }
+                if t.last {
+                    flags |= FLAG_LAST;
+                }
+                let params = Params {
+                    n: t.n_rows,
+                    start: t.row_start,
+                    flags,
+                    own: own.factor_off as u32,
+                    own_bias: own.bias_off as u32,
+                    other: oth.factor_off as u32,
+                    other_bias: oth.bias_off as u32,
+                    part: part as u32,
+                    ..base
+                };
+                let mut bind: Vec<(u32, &wgpu::Buffer)> = vec![
+                    (1, &t.rowptr),
+                    (2, &t.ent),
+                    (3, &theta.segs[own.seg]),
+                    (8, &theta.segs[oth.seg]),
+                    (5, out.map(|o| &o.segs[own.seg]).unwrap_or(&dummy)),
+                    (6, &scratch),
+                    (10, &glob),
+                ];
+                match dir {
+                    None => bind.push((7, &partials)),
+                    Some(v) => {
+                        bind.push((4, &v.segs[own.seg]));
+                        bind.push((9, &v.segs[oth.seg]));
+                    }
+                }
+                self.dispatch(st, kernel, params, &bind, g);
+                if dir.is_none() {
+                    part += g as usize;
+                }
             }
-            let g = Self::groups(ch.n_rows as usize, ROW_GROUPS);
-            let params = Params {
-                n: ch.n_rows,
-                start: ch.row_start,
-                part: part as u32,
-                ..base
-            };
-            let mut bind: Vec<(u32, &wgpu::Buffer)> = vec![
-                (1, &ch.rowptr),
-                (2, &ch.ent),
-                (3, theta),
-                (5, out),
-                (6, &scratch),
-            ];
-            match kernel {
-                Kernel::GradRows => bind.push((7, &partials)),
-                _ => bind.push((4, dir.expect("curvature passes take a direction"))),
-            }
-            self.dispatch(st, kernel, params, &bind, g);
-            if kernel == Kernel::GradRows {
-                part += g as usize;
+            let block_done = side.tiles.get(k + 1).is_none_or(|n| n.own != t.own);
+            if block_done && base.flags & FLAG_DBLOCK != 0 {
+                let (dseg, doff) = pb.d.expect("UDV has d");
+                let out = out.expect("the d block is written to an output");
+                let params = Params {
+                    n: own.rows.len() as u32,
+                    f: base.f,
+                    d_off: doff as u32,
+                    flags: if t.own == 0 { FLAG_FIRST } else { 0 },
+                    ..Default::default()
+                };
+                self.dispatch(
+                    st,
+                    Kernel::DColsum,
+                    params,
+                    &[(5, &out.segs[dseg]), (6, &scratch)],
+                    base.f,
+                );
             }
         }
         part - part0
     }
 
     fn row_slots(side: &GpuSide) -> usize {
-        side.chunks
+        side.tiles
             .iter()
-            .map(|c| Self::groups(c.n_rows as usize, ROW_GROUPS) as usize)
+            .filter(|t| t.n_rows > 0)
+            .map(|t| Self::groups(t.n_rows as usize, ROW_GROUPS) as usize)
             .sum()
+    }
+
+    /// Scratch for the UDV d block: the largest user block × f.
+    fn reserve_dblock(&self, st: &mut State, b: &Blocking, layout: &Layout) -> Result<()> {
+        let pb = b.params.as_ref().expect("parameter blocking");
+        let rows = pb.users.iter().map(|u| u.rows.len()).max().unwrap_or(0);
+        self.reserve_scratch(st, rows * layout.rank)
     }
 
     /// Gradient (with `out`) or loss (without) over both or one side.
@@ -249,70 +457,46 @@ impl GpuBackend {
         let user_slots = Self::row_slots(&m.users);
         self.reserve_partials(&mut st, user_slots + Self::row_slots(&m.items));
         if udv && out.is_some() {
-            self.reserve_scratch(&mut st, layout.n_users * layout.rank)?;
+            self.reserve_dblock(&mut st, &m.blocking, layout)?;
         }
-        let dummy = st.dummy[0].clone();
-        let target = out.map(|o| &o.buf).unwrap_or(&dummy);
+        self.load_glob(&mut st, layout, &m.blocking, theta, None);
         let write = if out.is_some() { FLAG_WRITE } else { 0 };
-        let mut pu = Self::model_params(layout, true);
-        pu.flags |= write | if udv { FLAG_DBLOCK } else { 0 };
+        let mut pu = Self::model_params(layout);
+        pu.flags |= write | if udv && out.is_some() { FLAG_DBLOCK } else { 0 };
         let used = self.row_pass(
             &mut st,
             Kernel::GradRows,
             &m.users,
+            true,
+            &m.blocking,
             pu,
-            &theta.buf,
+            theta,
             None,
-            target,
+            out,
             0,
         );
         if out.is_some() {
-            let mut pi = Self::model_params(layout, false);
+            let mut pi = Self::model_params(layout);
             pi.flags |= write;
+            // The item side's Σe² repeats the user side's; its partials are not read.
             self.row_pass(
                 &mut st,
                 Kernel::GradRows,
                 &m.items,
+                false,
+                &m.blocking,
                 pi,
-                &theta.buf,
+                theta,
                 None,
-                target,
+                out,
                 used,
             );
-            if udv {
-                self.d_colsum(&mut st, layout, target);
-            }
+        }
+        if used == 0 {
+            return Ok(0.0);
         }
         let parts = self.read_partials(&mut st, used)?;
         Ok(parts.iter().map(|&x| x as f64).sum())
-    }
-
-    fn d_colsum(&self, st: &mut State, layout: &Layout, out: &wgpu::Buffer) {
-        let scratch = st.scratch.clone();
-        let params = Params {
-            n: layout.n_users as u32,
-            f: layout.rank as u32,
-            d_off: layout.d_off() as u32,
-            ..Default::default()
-        };
-        self.dispatch(
-            st,
-            Kernel::DColsum,
-            params,
-            &[(5, out), (6, &scratch)],
-            layout.rank as u32,
-        );
-    }
-
-    fn check_vector(&self, layout: &Layout, v: &GpuVector) -> Result<()> {
-        if v.len != layout.len() {
-            return Err(Error::Unsupported(format!(
-                "vector of length {} does not match the model's {} parameters",
-                v.len,
-                layout.len()
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -320,132 +504,148 @@ impl VectorOps for GpuBackend {
     type Vector = GpuVector;
 
     fn upload(&self, data: &[f32]) -> Result<GpuVector> {
-        let buf = self.storage_buffer(
-            "vector",
-            data.len() as u64 * 4,
-            Some(bytemuck::cast_slice(data)),
-        )?;
-        Ok(GpuVector {
-            buf,
-            len: data.len(),
-        })
+        self.new_vector(
+            Arc::new(Blocking::flat(data.len(), self.seg_cap())),
+            Some(data),
+        )
     }
 
     fn zeros(&self, len: usize) -> Result<GpuVector> {
-        // New wgpu buffers are zero-initialised.
-        let buf = self.storage_buffer("vector", len as u64 * 4, None)?;
-        Ok(GpuVector { buf, len })
+        self.new_vector(Arc::new(Blocking::flat(len, self.seg_cap())), None)
+    }
+
+    fn upload_params(&self, layout: &Layout, data: &[f32]) -> Result<GpuVector> {
+        if data.len() != layout.len() {
+            return Err(Error::Unsupported(format!(
+                "{} values given for a model of {} parameters",
+                data.len(),
+                layout.len()
+            )));
+        }
+        self.new_vector(self.param_blocking(layout)?, Some(data))
+    }
+
+    fn zeros_params(&self, layout: &Layout) -> Result<GpuVector> {
+        self.new_vector(self.param_blocking(layout)?, None)
+    }
+
+    fn zeros_like(&self, v: &GpuVector) -> Result<GpuVector> {
+        self.new_vector(v.blocking.clone(), None)
     }
 
     fn download(&self, v: &GpuVector) -> Result<Vec<f32>> {
-        if v.len == 0 {
-            return Ok(Vec::new());
-        }
+        let b = &v.blocking;
+        let mut out = vec![0f32; b.len];
         let mut st = self.lock();
-        let bytes = self.read_back(&mut st, &v.buf, v.len as u64 * 4)?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&bytes[..v.len * 4]).to_vec())
+        for (k, &n) in b.segs.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let bytes = self.read_back(&mut st, &v.segs[k], n as u64 * 4)?;
+            b.gather(
+                k,
+                bytemuck::cast_slice::<u8, f32>(&bytes[..n * 4]),
+                &mut out,
+            );
+        }
+        Ok(out)
     }
 
     fn vec_len(&self, v: &GpuVector) -> usize {
-        v.len
+        v.blocking.len
     }
 
     fn copy(&self, src: &GpuVector, dst: &mut GpuVector) -> Result<()> {
         self.elementwise(
             Kernel::Copy,
-            Self::vec_params(src.len),
-            &[(1, &src.buf), (3, &dst.buf)],
+            Params::default(),
+            &Self::whole(src),
+            &[(1, src), (3, dst)],
         )
     }
 
     fn fill(&self, v: &mut GpuVector, value: f32) -> Result<()> {
         let p = Params {
             a: value,
-            ..Self::vec_params(v.len)
+            ..Default::default()
         };
-        self.elementwise(Kernel::Fill, p, &[(3, &v.buf)])
+        self.elementwise(Kernel::Fill, p, &Self::whole(v), &[(3, v)])
     }
 
     fn axpy(&self, a: f32, x: &GpuVector, y: &mut GpuVector) -> Result<()> {
         let p = Params {
             a,
-            ..Self::vec_params(x.len)
+            ..Default::default()
         };
-        self.elementwise(Kernel::Axpy, p, &[(1, &x.buf), (3, &y.buf)])
+        self.elementwise(Kernel::Axpy, p, &Self::whole(x), &[(1, x), (3, y)])
     }
 
     fn xpby(&self, x: &GpuVector, b: f32, y: &mut GpuVector) -> Result<()> {
         let p = Params {
             b,
-            ..Self::vec_params(x.len)
+            ..Default::default()
         };
-        self.elementwise(Kernel::Xpby, p, &[(1, &x.buf), (3, &y.buf)])
+        self.elementwise(Kernel::Xpby, p, &Self::whole(x), &[(1, x), (3, y)])
     }
 
     fn waxpy(&self, a: f32, x: &GpuVector, y: &GpuVector, out: &mut GpuVector) -> Result<()> {
         let p = Params {
             a,
-            ..Self::vec_params(x.len)
+            ..Default::default()
         };
-        self.elementwise(Kernel::Waxpy, p, &[(1, &x.buf), (2, &y.buf), (3, &out.buf)])
+        self.elementwise(
+            Kernel::Waxpy,
+            p,
+            &Self::whole(x),
+            &[(1, x), (2, y), (3, out)],
+        )
     }
 
     fn scale(&self, a: f32, x: &mut GpuVector) -> Result<()> {
-        let n = x.len;
-        self.scale_range(x, 0..n, a)
+        let p = Params {
+            a,
+            ..Default::default()
+        };
+        self.elementwise(Kernel::Scale, p, &Self::whole(x), &[(3, x)])
     }
 
     fn mul_add(&self, d: &GpuVector, x: &GpuVector, y: &mut GpuVector) -> Result<()> {
         self.elementwise(
             Kernel::MulAdd,
-            Self::vec_params(x.len),
-            &[(1, &d.buf), (2, &x.buf), (3, &y.buf)],
+            Params::default(),
+            &Self::whole(x),
+            &[(1, d), (2, x), (3, y)],
         )
     }
 
     fn dot(&self, x: &GpuVector, y: &GpuVector) -> Result<f64> {
-        self.reduction(
-            Kernel::Dot,
-            Self::vec_params(x.len),
-            &[(1, &x.buf), (2, &y.buf)],
-        )
+        self.reduction(Kernel::Dot, &Self::whole(x), &[(1, x), (2, y)])
     }
 
     fn wdot(&self, d: &GpuVector, x: &GpuVector, y: &GpuVector) -> Result<f64> {
-        self.reduction(
-            Kernel::Wdot,
-            Self::vec_params(x.len),
-            &[(1, &x.buf), (2, &y.buf), (3, &d.buf)],
-        )
+        self.reduction(Kernel::Wdot, &Self::whole(x), &[(1, x), (2, y), (3, d)])
     }
 
     fn norm_sq_range(&self, x: &GpuVector, range: Range<usize>) -> Result<f64> {
-        let p = Params {
-            n: range.len() as u32,
-            start: range.start as u32,
-            ..Default::default()
-        };
-        self.reduction(Kernel::SumSq, p, &[(1, &x.buf)])
+        self.reduction(Kernel::SumSq, &x.blocking.ranges(range), &[(1, x)])
     }
 
     fn scale_range(&self, x: &mut GpuVector, range: Range<usize>, a: f32) -> Result<()> {
         let p = Params {
-            n: range.len() as u32,
-            start: range.start as u32,
             a,
             ..Default::default()
         };
-        self.elementwise(Kernel::Scale, p, &[(3, &x.buf)])
+        let jobs = x.blocking.ranges(range);
+        self.elementwise(Kernel::Scale, p, &jobs, &[(3, x)])
     }
 
     fn clamp_min_range(&self, x: &mut GpuVector, range: Range<usize>, lo: f32) -> Result<()> {
         let p = Params {
-            n: range.len() as u32,
-            start: range.start as u32,
             a: lo,
             ..Default::default()
         };
-        self.elementwise(Kernel::ClampMin, p, &[(3, &x.buf)])
+        let jobs = x.blocking.ranges(range);
+        self.elementwise(Kernel::ClampMin, p, &jobs, &[(3, x)])
     }
 
     fn adam_step(
@@ -463,12 +663,13 @@ impl VectorOps for GpuBackend {
             d: h.eps,
             e: h.c1,
             g: h.c2,
-            ..Self::vec_params(theta.len)
+            ..Default::default()
         };
         self.elementwise(
             Kernel::Adam,
             p,
-            &[(1, &g.buf), (3, &theta.buf), (4, &m.buf), (5, &v.buf)],
+            &Self::whole(theta),
+            &[(1, g), (3, theta), (4, m), (5, v)],
         )
     }
 }
@@ -477,34 +678,55 @@ impl SparseOps for GpuBackend {
     type Matrix = GpuMatrix;
     type Entries = GpuEntries;
 
-    fn upload_matrix(&self, m: &Matrix) -> Result<GpuMatrix> {
+    fn upload_matrix(&self, m: &Matrix, layout: &Layout) -> Result<GpuMatrix> {
+        check_shape(m.n_users(), m.n_items(), layout)?;
+        let blocking = self.param_blocking(layout)?;
+        let pb = blocking.params.as_ref().expect("parameter blocking");
         Ok(GpuMatrix {
-            users: self.upload_side("ratings by user", &m.by_user)?,
-            items: self.upload_side("ratings by item", &m.by_item)?,
+            users: self.upload_side("ratings by user", &m.by_user, &pb.users, &pb.items)?,
+            items: self.upload_side("ratings by item", &m.by_item, &pb.items, &pb.users)?,
+            blocking,
         })
     }
 
-    fn upload_entries(&self, r: &Ratings) -> Result<GpuEntries> {
-        let per = (self.chunk_cap / 12) as usize;
-        let mut chunks = Vec::new();
-        for start in (0..r.nnz()).step_by(per.max(1)) {
-            let end = (start + per).min(r.nnz());
-            let mut coo = Vec::with_capacity(3 * (end - start));
-            for k in start..end {
-                coo.extend_from_slice(&[r.users[k], r.items[k], r.values[k].to_bits()]);
-            }
-            let buf = self.storage_buffer(
-                "evaluation entries",
-                coo.len() as u64 * 4,
-                Some(bytemuck::cast_slice(&coo)),
-            )?;
-            chunks.push(((end - start) as u32, buf));
+    fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<GpuEntries> {
+        check_entries(r, layout)?;
+        let blocking = self.param_blocking(layout)?;
+        let pb = blocking.params.as_ref().expect("parameter blocking");
+        let find = |blocks: &[RowBlock], x: u32| -> usize {
+            blocks.partition_point(|b| b.rows.end <= x as usize)
+        };
+        let n_items = pb.items.len();
+        let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); pb.users.len() * n_items];
+        for k in 0..r.nnz() {
+            let (ub, ib) = (find(&pb.users, r.users[k]), find(&pb.items, r.items[k]));
+            buckets[ub * n_items + ib].extend_from_slice(&[
+                r.users[k] - pb.users[ub].rows.start as u32,
+                r.items[k] - pb.items[ib].rows.start as u32,
+                r.values[k].to_bits(),
+            ]);
         }
-        Ok(GpuEntries { chunks })
+        let per = 3 * (self.chunk_cap / 12).max(1) as usize;
+        let mut tiles = Vec::new();
+        for (k, b) in buckets.iter().enumerate() {
+            for coo in b.chunks(per) {
+                tiles.push(EntryTile {
+                    user_block: k / n_items,
+                    item_block: k % n_items,
+                    n: (coo.len() / 3) as u32,
+                    coo: self.storage_buffer(
+                        "evaluation entries",
+                        coo.len() as u64 * 4,
+                        Some(bytemuck::cast_slice(coo)),
+                    )?,
+                });
+            }
+        }
+        Ok(GpuEntries { tiles, blocking })
     }
 
     fn sq_error(&self, m: &GpuMatrix, layout: &Layout, theta: &GpuVector) -> Result<f64> {
-        self.check_vector(layout, theta)?;
+        self.check_vector(&m.blocking, theta)?;
         self.grad_or_loss(m, layout, theta, None)
     }
 
@@ -515,8 +737,8 @@ impl SparseOps for GpuBackend {
         theta: &GpuVector,
         grad: &mut GpuVector,
     ) -> Result<f64> {
-        self.check_vector(layout, theta)?;
-        self.check_vector(layout, grad)?;
+        self.check_vector(&m.blocking, theta)?;
+        self.check_vector(&m.blocking, grad)?;
         self.grad_or_loss(m, layout, theta, Some(grad))
     }
 
@@ -529,46 +751,48 @@ impl SparseOps for GpuBackend {
         out: &mut GpuVector,
         curvature: Curvature,
     ) -> Result<()> {
-        self.check_vector(layout, theta)?;
-        self.check_vector(layout, v)?;
-        self.check_vector(layout, out)?;
+        self.check_vector(&m.blocking, theta)?;
+        self.check_vector(&m.blocking, v)?;
+        self.check_vector(&m.blocking, out)?;
         let mut st = self.lock();
         let udv = layout.kind == ModelKind::Udv;
         if udv {
-            self.reserve_scratch(&mut st, layout.n_users * layout.rank)?;
+            self.reserve_dblock(&mut st, &m.blocking, layout)?;
         }
+        self.load_glob(&mut st, layout, &m.blocking, theta, Some(v));
         let hess = if curvature == Curvature::Hessian {
             FLAG_HESSIAN
         } else {
             0
         };
-        let mut pu = Self::model_params(layout, true);
+        let mut pu = Self::model_params(layout);
         pu.flags |= hess | if udv { FLAG_DBLOCK } else { 0 };
         self.row_pass(
             &mut st,
             Kernel::CurvRows,
             &m.users,
+            true,
+            &m.blocking,
             pu,
-            &theta.buf,
-            Some(&v.buf),
-            &out.buf,
+            theta,
+            Some(v),
+            Some(out),
             0,
         );
-        let mut pi = Self::model_params(layout, false);
+        let mut pi = Self::model_params(layout);
         pi.flags |= hess;
         self.row_pass(
             &mut st,
             Kernel::CurvRows,
             &m.items,
+            false,
+            &m.blocking,
             pi,
-            &theta.buf,
-            Some(&v.buf),
-            &out.buf,
+            theta,
+            Some(v),
+            Some(out),
             0,
         );
-        if udv {
-            self.d_colsum(&mut st, layout, &out.buf);
-        }
         Ok(())
     }
 
@@ -579,35 +803,49 @@ impl SparseOps for GpuBackend {
         theta: &GpuVector,
         clip: (f32, f32),
     ) -> Result<EvalSums> {
-        self.check_vector(layout, theta)?;
+        self.check_vector(&e.blocking, theta)?;
+        let pb = e.blocking.params.as_ref().expect("parameter blocking");
         let mut st = self.lock();
         let slots: usize = e
-            .chunks
+            .tiles
             .iter()
-            .map(|(n, _)| 4 * Self::groups(*n as usize, REDUCE_GROUPS) as usize)
+            .map(|t| 4 * Self::groups(t.n as usize, REDUCE_GROUPS) as usize)
             .sum();
         self.reserve_partials(&mut st, slots);
+        self.load_glob(&mut st, layout, &e.blocking, theta, None);
         let partials = st.partials.clone();
+        let glob = st.glob.clone();
         let mut part = 0usize;
         let mut count = 0u64;
-        for (n, buf) in &e.chunks {
-            let g = Self::groups(*n as usize, REDUCE_GROUPS);
+        for t in &e.tiles {
+            let (ub, ib) = (&pb.users[t.user_block], &pb.items[t.item_block]);
+            let g = Self::groups(t.n as usize, REDUCE_GROUPS);
             let params = Params {
-                n: *n,
+                n: t.n,
                 part: part as u32,
+                own: ub.factor_off as u32,
+                own_bias: ub.bias_off as u32,
+                other: ib.factor_off as u32,
+                other_bias: ib.bias_off as u32,
                 b: clip.0,
                 c: clip.1,
-                ..Self::model_params(layout, true)
+                ..Self::model_params(layout)
             };
             self.dispatch(
                 &mut st,
                 Kernel::EvalEntries,
                 params,
-                &[(1, buf), (3, &theta.buf), (7, &partials)],
+                &[
+                    (1, &t.coo),
+                    (3, &theta.segs[ub.seg]),
+                    (8, &theta.segs[ib.seg]),
+                    (7, &partials),
+                    (10, &glob),
+                ],
                 g,
             );
             part += 4 * g as usize;
-            count += *n as u64;
+            count += t.n as u64;
         }
         if part == 0 {
             return Ok(EvalSums::default());

@@ -183,3 +183,5 @@ pub const FLAG_UDV: u32 = 2;
 pub const FLAG_HESSIAN: u32 = 4;
 pub const FLAG_DBLOCK: u32 = 8;
 pub const FLAG_WRITE: u32 = 16;
+pub const FLAG_FIRST: u32 = 32;
+pub const FLAG_LAST: u32 = 64;
