@@ -10,6 +10,7 @@ struct Ids {
     @builtin(subgroup_invocation_id) lane: u32,
     @builtin(subgroup_id) sg: u32,
     @builtin(num_subgroups) n_sg: u32,
+    @builtin(subgroup_size) sg_size: u32,
 }
 
 // Subgroup sums first (subgroupAdd, whatever the subgroup size the device runs), then invocation 0

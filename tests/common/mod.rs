@@ -70,8 +70,22 @@ pub fn gpu_chunked() -> Option<&'static GpuBackend> {
     g.as_ref()
 }
 
+/// The GPU backend with 2 KiB bindings and subgroups (when the adapter has them): the subgroup
+/// row kernels on θ in row blocks.
+pub fn gpu_chunked_sg() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    let g = GPU.get_or_init(|| {
+        open_gpu(GpuOptions {
+            max_chunk_bytes: Some(2048),
+            subgroups: true,
+        })
+    });
+    g.as_ref()
+}
+
 /// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
-/// `cpu_two_pass::name` (CSR + CSC passes), `gpu::name` and `gpu_chunked::name`.
+/// `cpu_two_pass::name` (CSR + CSC passes), `gpu::name`, `gpu_chunked::name` (portable kernels) and
+/// `gpu_chunked_sg::name`.
 #[macro_export]
 macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
@@ -86,6 +100,9 @@ macro_rules! backend_suite {
         }
         mod gpu_chunked {
             $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_chunked() { super::$name(g); } } )*
+        }
+        mod gpu_chunked_sg {
+            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_chunked_sg() { super::$name(g); } } )*
         }
     };
 }
@@ -105,6 +122,17 @@ pub struct Fixture {
 }
 
 pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) -> Fixture {
+    fixture_rank(kind, biases, reg, seed, 5)
+}
+
+/// [`fixture`] with rank `rank`.
+pub fn fixture_rank(
+    kind: ModelKind,
+    biases: bool,
+    reg: Regularization,
+    seed: u64,
+    rank: usize,
+) -> Fixture {
     let (m, n) = (300, 150);
     let ds = generate(&SynthConfig {
         n_users: m,
@@ -132,7 +160,7 @@ pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) ->
     );
     let cfg = ModelConfig {
         kind,
-        rank: 5,
+        rank,
         biases,
         lambda: Some(0.07),
         lambda_bias: 0.03,
@@ -155,7 +183,7 @@ pub fn fixture(kind: ModelKind, biases: bool, reg: Regularization, seed: u64) ->
     let mut theta = rand_vec(0.6);
     if kind == ModelKind::Udv {
         for t in 0..layout.rank {
-            theta[layout.d_off() + t] = 0.5 + 0.2 * t as f32;
+            theta[layout.d_off() + t] = 0.5 + 0.2 * (t % 5) as f32;
         }
     }
     let v = rand_vec(1.0);
@@ -188,6 +216,15 @@ pub fn all_fixtures(seed: u64) -> Vec<(&'static str, Fixture)> {
         (
             "udv",
             fixture(ModelKind::Udv, false, Regularization::PerEntry, seed),
+        ),
+        // Past 8 factors per lane at subgroup sizes up to 8: the subgroup kernels' spill path.
+        (
+            "lf+biases r70",
+            fixture_rank(ModelKind::Lf, true, Regularization::PerEntry, seed, 70),
+        ),
+        (
+            "udv r70",
+            fixture_rank(ModelKind::Udv, false, Regularization::PerEntry, seed, 70),
         ),
     ]
 }

@@ -247,6 +247,9 @@ impl GpuBackend {
         let mut pipelines = HashMap::new();
         let mut modules = HashMap::new();
         for kernel in Kernel::ALL {
+            if kernel.subgroup_only() && !subgroups {
+                continue;
+            }
             let file = kernel.file();
             let module = match modules.get(file) {
                 Some(m) => m,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 const MAX_GROUPS: u32 = 65_535;
 /// Workgroups of a reduction (so at most this many partials per reduction).
 const REDUCE_GROUPS: u32 = 1024;
-/// Workgroups of a row pass per tile.
+/// Most workgroups of a row pass per tile.
 const ROW_GROUPS: u32 = 4096;
 
 /// A run of rows of one own row block, restricted to the columns of one row block of the other
@@ -358,6 +358,7 @@ impl GpuBackend {
         } else {
             (&pb.items, &pb.users)
         };
+        let kernel = self.row_kernel(kernel);
         let mut part = part0;
         let scratch = st.scratch.clone();
         let partials = st.partials.clone();
@@ -366,7 +367,7 @@ impl GpuBackend {
         for (k, t) in side.tiles.iter().enumerate() {
             let (own, oth) = (&own_blocks[t.own], &other_blocks[t.other]);
             if t.n_rows > 0 {
-                let g = Self::groups(t.n_rows as usize, ROW_GROUPS);
+                let g = self.row_groups(t.n_rows);
                 let mut flags = base.flags;
                 if t.first {
                     flags |= FLAG_FIRST;
@@ -429,11 +430,32 @@ impl GpuBackend {
         part - part0
     }
 
-    fn row_slots(side: &GpuSide) -> usize {
+    /// The row-pass kernel: one subgroup per row where the adapter has subgroups, else one
+    /// invocation per row.
+    fn row_kernel(&self, kernel: Kernel) -> Kernel {
+        match kernel {
+            Kernel::GradRows if self.subgroups => Kernel::GradRowsSg,
+            Kernel::CurvRows if self.subgroups => Kernel::CurvRowsSg,
+            k => k,
+        }
+    }
+
+    /// Workgroups of a row pass over `n` rows: one row per invocation, or per subgroup (at least
+    /// 256 / the largest subgroup size rows per workgroup).
+    fn row_groups(&self, n: u32) -> u32 {
+        let per_row = if self.subgroups {
+            self.info.subgroup_max_size.clamp(1, 256) as usize
+        } else {
+            1
+        };
+        Self::groups(n as usize * per_row, ROW_GROUPS)
+    }
+
+    fn row_slots(&self, side: &GpuSide) -> usize {
         side.tiles
             .iter()
             .filter(|t| t.n_rows > 0)
-            .map(|t| Self::groups(t.n_rows as usize, ROW_GROUPS) as usize)
+            .map(|t| self.row_groups(t.n_rows) as usize)
             .sum()
     }
 
@@ -454,8 +476,8 @@ impl GpuBackend {
     ) -> Result<f64> {
         let mut st = self.lock();
         let udv = layout.kind == ModelKind::Udv;
-        let user_slots = Self::row_slots(&m.users);
-        self.reserve_partials(&mut st, user_slots + Self::row_slots(&m.items));
+        let user_slots = self.row_slots(&m.users);
+        self.reserve_partials(&mut st, user_slots + self.row_slots(&m.items));
         if udv && out.is_some() {
             self.reserve_dblock(&mut st, &m.blocking, layout)?;
         }

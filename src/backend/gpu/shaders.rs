@@ -16,38 +16,37 @@ const REDUCE_SUBGROUP: &str = include_str!(concat!(
 ));
 const MODEL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/model.wgsl"));
 
-/// Kernel files: (file name, source, needs model.wgsl).
-pub const FILES: &[(&str, &str, bool)] = &[
-    (
-        "vec_ops.wgsl",
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/vec_ops.wgsl")),
-        false,
-    ),
-    (
-        "reduce.wgsl",
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/reduce.wgsl")),
-        false,
-    ),
-    (
-        "grad.wgsl",
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/grad.wgsl")),
-        true,
-    ),
-    (
-        "curv.wgsl",
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/curv.wgsl")),
-        true,
-    ),
-    (
-        "dblock.wgsl",
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/dblock.wgsl")),
-        false,
-    ),
-    (
-        "eval.wgsl",
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/eval.wgsl")),
-        true,
-    ),
+/// A kernel file of `shaders/`.
+pub struct ShaderFile {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Prepend model.wgsl.
+    pub model: bool,
+    /// Uses subgroup operations itself: built only on adapters with `Features::SUBGROUP`.
+    pub subgroup_only: bool,
+}
+
+macro_rules! shader_file {
+    ($name:literal, $model:expr, $sg:expr) => {
+        ShaderFile {
+            name: $name,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name)),
+            model: $model,
+            subgroup_only: $sg,
+        }
+    };
+}
+
+/// Every kernel file.
+pub const FILES: &[ShaderFile] = &[
+    shader_file!("vec_ops.wgsl", false, false),
+    shader_file!("reduce.wgsl", false, false),
+    shader_file!("grad.wgsl", true, false),
+    shader_file!("grad_sg.wgsl", true, true),
+    shader_file!("curv.wgsl", true, false),
+    shader_file!("curv_sg.wgsl", true, true),
+    shader_file!("dblock.wgsl", false, false),
+    shader_file!("eval.wgsl", true, false),
 ];
 
 /// Every kernel: (entry point, file).
@@ -66,13 +65,15 @@ pub enum Kernel {
     Wdot,
     SumSq,
     GradRows,
+    GradRowsSg,
     CurvRows,
+    CurvRowsSg,
     DColsum,
     EvalEntries,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Fill,
         Kernel::Copy,
         Kernel::Axpy,
@@ -86,7 +87,9 @@ impl Kernel {
         Kernel::Wdot,
         Kernel::SumSq,
         Kernel::GradRows,
+        Kernel::GradRowsSg,
         Kernel::CurvRows,
+        Kernel::CurvRowsSg,
         Kernel::DColsum,
         Kernel::EvalEntries,
     ];
@@ -107,10 +110,19 @@ impl Kernel {
             Kernel::Wdot => "wdot",
             Kernel::SumSq => "sumsq",
             Kernel::GradRows => "grad_rows",
+            Kernel::GradRowsSg => "grad_rows_sg",
             Kernel::CurvRows => "curv_rows",
+            Kernel::CurvRowsSg => "curv_rows_sg",
             Kernel::DColsum => "d_colsum",
             Kernel::EvalEntries => "eval_entries",
         }
+    }
+
+    /// Whether the kernel is built only on adapters with subgroups.
+    pub fn subgroup_only(self) -> bool {
+        FILES
+            .iter()
+            .any(|f| f.name == self.file() && f.subgroup_only)
     }
 
     /// The file in `shaders/` that holds the entry point.
@@ -127,7 +139,9 @@ impl Kernel {
             | Kernel::Adam => "vec_ops.wgsl",
             Kernel::Dot | Kernel::Wdot | Kernel::SumSq => "reduce.wgsl",
             Kernel::GradRows => "grad.wgsl",
+            Kernel::GradRowsSg => "grad_sg.wgsl",
             Kernel::CurvRows => "curv.wgsl",
+            Kernel::CurvRowsSg => "curv_sg.wgsl",
             Kernel::DColsum => "dblock.wgsl",
             Kernel::EvalEntries => "eval.wgsl",
         }
@@ -136,15 +150,22 @@ impl Kernel {
 
 /// The full WGSL module for a kernel file: common + a reduction variant (+ model helpers) + the file.
 pub fn module_source(file: &str, subgroups: bool) -> Result<String> {
-    let (_, src, model) =
-        FILES
-            .iter()
-            .find(|(f, _, _)| *f == file)
-            .ok_or_else(|| Error::Shader {
-                kernel: "-".into(),
-                file: file.into(),
-                message: "no such shader file".into(),
-            })?;
+    let sf = FILES
+        .iter()
+        .find(|sf| sf.name == file)
+        .ok_or_else(|| Error::Shader {
+            kernel: "-".into(),
+            file: file.into(),
+            message: "no such shader file".into(),
+        })?;
+    if sf.subgroup_only && !subgroups {
+        return Err(Error::Shader {
+            kernel: "-".into(),
+            file: file.into(),
+            message: "this file needs subgroup operations".into(),
+        });
+    }
+    let (src, model) = (sf.source, sf.model);
     let reduce = if subgroups {
         REDUCE_SUBGROUP
     } else {
@@ -152,7 +173,7 @@ pub fn module_source(file: &str, subgroups: bool) -> Result<String> {
     };
     Ok(format!(
         "{COMMON}\n{reduce}\n{}\n{src}",
-        if *model { MODEL } else { "" }
+        if model { MODEL } else { "" }
     ))
 }
 
