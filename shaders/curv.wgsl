@@ -89,11 +89,7 @@ fn curv_rows(ids: Ids) {
             }
         }
         if (!udv && has(FLAG_BIASES)) {
-            if (first) {
-                out[ba] = bacc;
-            } else {
-                out[ba] = out[ba] + bacc;
-            }
+            out[ba] = select(out[ba] + bacc, bacc, first);
         }
     }
 }

@@ -122,25 +122,13 @@ fn curv_rows_sg(ids: Ids) {
             if (k >= f) {
                 break;
             }
-            if (first) {
-                out[a + k] = acc[j];
-            } else {
-                out[a + k] = out[a + k] + acc[j];
-            }
+            out[a + k] = select(out[a + k] + acc[j], acc[j], first);
             if (dblock) {
-                if (first) {
-                    dscr[row * f + k] = dacc[j];
-                } else {
-                    dscr[row * f + k] = dscr[row * f + k] + dacc[j];
-                }
+                dscr[row * f + k] = select(dscr[row * f + k] + dacc[j], dacc[j], first);
             }
         }
         if (biases && lane == 0u) {
-            if (first) {
-                out[ba] = bacc;
-            } else {
-                out[ba] = out[ba] + bacc;
-            }
+            out[ba] = select(out[ba] + bacc, bacc, first);
         }
     }
 }

@@ -22,10 +22,6 @@ fn d_colsum(ids: Ids) {
     }
     let total = wg_reduce(s, ids);
     if (ids.lid == 0u) {
-        if (has(FLAG_FIRST)) {
-            out[p.d_off + k] = total;
-        } else {
-            out[p.d_off + k] = out[p.d_off + k] + total;
-        }
+        out[p.d_off + k] = select(out[p.d_off + k] + total, total, has(FLAG_FIRST));
     }
 }

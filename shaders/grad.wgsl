@@ -74,11 +74,7 @@ fn grad_rows(ids: Ids) {
                     }
                 }
             } else if (has(FLAG_BIASES)) {
-                if (first) {
-                    out[ba] = bacc;
-                } else {
-                    out[ba] = out[ba] + bacc;
-                }
+                out[ba] = select(out[ba] + bacc, bacc, first);
             }
         }
     }

@@ -103,11 +103,7 @@ fn grad_rows_sg(ids: Ids) {
                 if (k >= f) {
                     break;
                 }
-                if (first) {
-                    out[a + k] = acc[j];
-                } else {
-                    out[a + k] = out[a + k] + acc[j];
-                }
+                out[a + k] = select(out[a + k] + acc[j], acc[j], first);
             }
             if (udv) {
                 if (has(FLAG_LAST)) {
@@ -120,11 +116,7 @@ fn grad_rows_sg(ids: Ids) {
                     }
                 }
             } else if (biases && lane == 0u) {
-                if (first) {
-                    out[ba] = bacc;
-                } else {
-                    out[ba] = out[ba] + bacc;
-                }
+                out[ba] = select(out[ba] + bacc, bacc, first);
             }
         }
     }

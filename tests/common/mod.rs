@@ -38,13 +38,17 @@ fn open_gpu(opts: GpuOptions) -> Option<GpuBackend> {
     }
 }
 
-/// The GPU backend (any adapter, lavapipe included), or None with a printed reason.
-pub fn gpu() -> Option<&'static GpuBackend> {
-    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    let g = GPU.get_or_init(|| {
+/// The device in `cell`, opened once per test binary with `opts`; None (with a printed reason) when
+/// there is no adapter.
+fn cached(
+    cell: &'static OnceLock<Option<GpuBackend>>,
+    max_chunk_bytes: Option<u64>,
+    subgroups: bool,
+) -> Option<&'static GpuBackend> {
+    let g = cell.get_or_init(|| {
         open_gpu(GpuOptions {
-            max_chunk_bytes: None,
-            subgroups: true,
+            max_chunk_bytes,
+            subgroups,
         })
     });
     if g.is_none() {
@@ -53,34 +57,25 @@ pub fn gpu() -> Option<&'static GpuBackend> {
     g.as_ref()
 }
 
+/// The GPU backend (any adapter, lavapipe included), or None with a printed reason.
+pub fn gpu() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    cached(&GPU, None, true)
+}
+
 /// The GPU backend with 2 KiB bindings and no subgroups: θ of every fixture splits into row blocks
-/// on both sides, the ratings into tiles over several blocks of the other side, and reductions
-/// take the portable path.
+/// on both sides, the ratings into tiles over several blocks of the other side, and the kernels
+/// and reductions take the portable path.
 pub fn gpu_chunked() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    let g = GPU.get_or_init(|| {
-        open_gpu(GpuOptions {
-            max_chunk_bytes: Some(2048),
-            subgroups: false,
-        })
-    });
-    if g.is_none() {
-        eprintln!("skipped: no wgpu adapter (set SSLF_REQUIRE_GPU=1 to fail)");
-    }
-    g.as_ref()
+    cached(&GPU, Some(2048), false)
 }
 
 /// The GPU backend with 2 KiB bindings and subgroups (when the adapter has them): the subgroup
 /// row kernels on θ in row blocks.
 pub fn gpu_chunked_sg() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    let g = GPU.get_or_init(|| {
-        open_gpu(GpuOptions {
-            max_chunk_bytes: Some(2048),
-            subgroups: true,
-        })
-    });
-    g.as_ref()
+    cached(&GPU, Some(2048), true)
 }
 
 /// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
