@@ -45,6 +45,9 @@ pub enum Error {
     /// A request the current configuration cannot serve (for example an op on a model kind).
     #[error("{0}")]
     Unsupported(String),
+    /// The user stopped the run (Ctrl-C); what was finished has been written.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// An I/O error on a named file.
     #[error("{}: {source}", path.display())]
     Io {
@@ -62,6 +65,7 @@ impl Error {
             Error::Config { .. } | Error::Data { .. } | Error::Model { .. } => 2,
             Error::Device(_) | Error::DeviceMemory { .. } | Error::Shader { .. } => 3,
             Error::Unsupported(_) | Error::Io { .. } => 1,
+            Error::Interrupted(_) => 130,
         }
     }
 

@@ -186,3 +186,57 @@ fn corrupted_or_truncated_model_files_give_clear_errors() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+/// Ctrl-C (SIGINT) finishes the epoch in progress and writes the summary, the curve and the best
+/// model, then exits 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_the_best_epoch_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sslf"))
+        .args([
+            "train",
+            "--epochs",
+            "100000",
+            "--set",
+            "train.patience=100000",
+            "--output",
+            "o",
+            "-q",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let curve = dir.path().join("o/metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    // Wait for two epochs (the initial point and epoch 1) to be on disk.
+    while std::fs::read_to_string(&curve).map_or(0, |s| s.lines().count()) < 2 {
+        if t0.elapsed().as_secs() > 120 {
+            child.kill().unwrap();
+            panic!("training never reached epoch 1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(130), "{out}\n{err}");
+    assert!(err.contains("finishing the current epoch"), "{err}");
+    assert!(err.contains("interrupted: stopped after epoch"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("o/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["stop"], "interrupted");
+    let epochs = summary["epochs"].as_u64().unwrap();
+    assert!((1..100_000).contains(&epochs), "{epochs}");
+    assert!(summary["test"]["rmse"].as_f64().unwrap().is_finite());
+    assert!(dir.path().join("o/model.safetensors").exists());
+    let lines = std::fs::read_to_string(&curve).unwrap().lines().count() as u64;
+    assert_eq!(lines, epochs + 1, "every finished epoch is in the curve");
+}

@@ -189,3 +189,58 @@ fn predict_and_recommend_speak_original_ids() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("user `ghost` is not in the model"));
 }
+
+/// Ctrl-C during an experiment stops after the epoch in progress; the unfinished job stays a
+/// `.partial` folder (so a rerun starts it again) and the exit code is 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_leaves_the_running_job_unfinished_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("base.json"),
+        BASE.replace(
+            r#""max_epochs": 8"#,
+            r#""max_epochs": 100000, "patience": 100000"#,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("exp.json"),
+        r#"{"name": "long", "base": "base.json", "seeds": [1], "runs": [{ "label": "slf" }]}"#,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sslf"))
+        .args(["experiment", "-c", "exp.json", "--output", "out", "-q"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let curve = d.join("out/runs/slf/seed-1.partial/metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&curve).map_or(0, |s| s.lines().count()) < 2 {
+        if t0.elapsed().as_secs() > 120 {
+            child.kill().unwrap();
+            panic!("the job never reached epoch 1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    assert!(d.join("out/runs/slf/seed-1.partial/summary.json").exists());
+    assert!(
+        !d.join("out/runs/slf/seed-1").exists(),
+        "not marked finished"
+    );
+}

@@ -211,6 +211,9 @@ impl AnyBackend {
 
 /// Parses the arguments and runs the command.
 pub fn run(cli: Cli) -> Result<()> {
+    if matches!(cli.command, Command::Train(_) | Command::Experiment(_)) {
+        stop_on_ctrl_c();
+    }
     match cli.command {
         Command::Train(a) => train(a),
         Command::Gen(a) => gen(a),
@@ -225,6 +228,25 @@ pub fn run(cli: Cli) -> Result<()> {
             a.backend.as_deref(),
             a.quiet,
         ),
+    }
+}
+
+/// First Ctrl-C: finish the epoch in progress, then write the summary, the curve and the best
+/// model as usual (exit 130). Second Ctrl-C: quit at once.
+fn stop_on_ctrl_c() {
+    let installed = ctrlc::set_handler(|| {
+        if experiment::stop_requested() {
+            eprintln!("\nsslf: second interrupt: quitting without saving");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nsslf: interrupt: finishing the current epoch, then saving the best epoch so far \
+             (Ctrl-C again to quit at once)"
+        );
+        experiment::request_stop();
+    });
+    if let Err(e) = installed {
+        eprintln!("sslf: warning: Ctrl-C will stop at once, without saving ({e})");
     }
 }
 
@@ -313,6 +335,14 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     print_summary(s);
     println!("wrote {}", out.display());
+    if s.stop == experiment::Stop::Interrupted {
+        return Err(Error::Interrupted(format!(
+            "stopped after epoch {}; the best epoch ({}) is saved in {}",
+            s.epochs,
+            s.best_epoch,
+            out.display()
+        )));
+    }
     Ok(())
 }
 

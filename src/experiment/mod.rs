@@ -16,6 +16,7 @@ use crate::solver::{adam::Adam, gd::Gd, sgd::Sgd, slf::Slf, Solver, SolverKind};
 use data::Prepared;
 use observe::Observer;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Why the loop ended.
@@ -28,6 +29,22 @@ pub enum Stop {
     Converged,
     /// The loss became NaN or infinite; the best earlier epoch is reported.
     Diverged,
+    /// A stop was requested ([`request_stop`], the CLI's Ctrl-C); the epoch in progress finished
+    /// and the best epoch so far is reported.
+    Interrupted,
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every training loop in the process to stop after its current epoch. Signals are
+/// process-wide, so this is a process-wide flag; the CLI sets it on the first Ctrl-C.
+pub fn request_stop() {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
 }
 
 /// One line of the learning curve (`metrics.jsonl`).
@@ -256,6 +273,10 @@ pub fn train<B: Backend>(
                 stop = Stop::Converged;
                 break;
             }
+        }
+        if stop_requested() {
+            stop = Stop::Interrupted;
+            break;
         }
     }
     let test_metrics = test

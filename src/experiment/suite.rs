@@ -264,6 +264,16 @@ fn run_job(job: &Job, backends: &mut HashMap<String, AnyBackend>, data: &Prepare
     let sp = partial.join("summary.json");
     std::fs::write(&sp, serde_json::to_string_pretty(&v).expect("json"))
         .map_err(|e| Error::io(&sp, e))?;
+    if trained.summary.stop == super::Stop::Interrupted {
+        // Not finished: left as .partial, so a rerun starts this job again.
+        return Err(Error::Interrupted(format!(
+            "{} stopped after epoch {} (kept in {}); finished jobs are kept: run the same \
+             command again to resume",
+            job.dir.display(),
+            trained.summary.epochs,
+            partial.display()
+        )));
+    }
     std::fs::rename(&partial, &job.dir).map_err(|e| Error::io(&job.dir, e))
 }
 
