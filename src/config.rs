@@ -84,6 +84,10 @@ pub struct RunConfig {
     pub output: Option<PathBuf>,
     /// Save the trained model (at the best-validation epoch) into the output folder.
     pub save_model: bool,
+    /// Least seconds between two checkpoints (`checkpoint.safetensors` in the output folder, for
+    /// `sslf train --resume`); 0 writes one after every epoch, null none. One is also written
+    /// when the run stops.
+    pub checkpoint_secs: Option<f64>,
 }
 
 impl Default for RunConfig {
@@ -97,6 +101,7 @@ impl Default for RunConfig {
             threads: 0,
             output: None,
             save_model: true,
+            checkpoint_secs: Some(60.0),
         }
     }
 }
@@ -268,6 +273,17 @@ impl TrainConfig {
         }
         if !crate::model::finite_nonneg(self.train.min_delta) {
             return Err(config_err(file, "train.min_delta", "must be ≥ 0"));
+        }
+        if self
+            .train
+            .checkpoint_secs
+            .is_some_and(|s| !crate::model::finite_nonneg(s))
+        {
+            return Err(config_err(
+                file,
+                "train.checkpoint_secs",
+                "must be a number ≥ 0, or null for no checkpoints",
+            ));
         }
         if let Some(b) = self.gpu.max_chunk_bytes {
             if b < 4096 {

@@ -18,7 +18,7 @@ pub struct BallConstraint {
 }
 
 /// Work done so far, in hardware-independent units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Passes over the known entries: each side (users or items) of a gradient or curvature
     /// product is one pass, and so is a loss.
@@ -63,6 +63,11 @@ impl<'b, B: Backend> Problem<'b, B> {
     /// Work counted so far.
     pub fn counters(&self) -> Counters {
         self.counters.get()
+    }
+
+    /// Sets the counters (a resumed run continues from the checkpoint's).
+    pub fn set_counters(&self, c: Counters) {
+        self.counters.set(c);
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {

@@ -240,3 +240,84 @@ fn ctrl_c_saves_the_best_epoch_and_exits_130() {
     let lines = std::fs::read_to_string(&curve).unwrap().lines().count() as u64;
     assert_eq!(lines, epochs + 1, "every finished epoch is in the curve");
 }
+
+/// A run stopped after 3 epochs and resumed to 6 follows a 6-epoch run exactly, for every solver.
+#[test]
+fn resume_continues_exactly_where_the_checkpoint_left_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let curve = |o: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join(o).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("elapsed_s");
+                v
+            })
+            .collect()
+    };
+    for solver in ["slf", "sslf", "gd", "adam", "sgd"] {
+        let name = format!("solver.name=\"{solver}\"");
+        let run = |out: &str, epochs: &str, resume: bool| {
+            let mut args = vec![
+                "train",
+                "--epochs",
+                epochs,
+                "--output",
+                out,
+                "-q",
+                "--set",
+                &name,
+                "--set",
+                "train.checkpoint_secs=0",
+                "--set",
+                "data.synthetic.nnz=40000",
+            ];
+            if resume {
+                args.push("--resume");
+            }
+            let o = sslf(d, &args);
+            let (out, err) = text(&o);
+            assert!(o.status.success(), "{solver}: {out}\n{err}");
+        };
+        let (full, part) = (format!("{solver}-full"), format!("{solver}-part"));
+        run(&full, "6", false);
+        run(&part, "3", false);
+        assert_eq!(curve(&part).len(), 4);
+        run(&part, "6", true);
+        assert_eq!(
+            curve(&full),
+            curve(&part),
+            "{solver}: resumed curve differs"
+        );
+        let summary = |o: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(d.join(o).join("summary.json")).unwrap())
+                .unwrap()
+        };
+        assert_eq!(summary(&full)["test"], summary(&part)["test"], "{solver}");
+    }
+    // A different model section is refused, naming it.
+    let o = sslf(
+        d,
+        &[
+            "train",
+            "--epochs",
+            "8",
+            "--output",
+            "slf-part",
+            "--resume",
+            "--set",
+            "model.rank=3",
+            "--set",
+            "data.synthetic.nnz=40000",
+        ],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("different `model` section"), "{err}");
+    // No checkpoint to resume from.
+    let o = sslf(d, &["train", "--output", "nothing-here", "--resume"]);
+    let (_, err) = text(&o);
+    assert!(err.contains("there is no checkpoint"), "{err}");
+}

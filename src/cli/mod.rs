@@ -9,8 +9,9 @@ use crate::config::{BackendChoice, TrainConfig};
 use crate::data::read::{read_file, write_tsv, DuplicatePolicy, Format};
 use crate::data::synth::{generate, SynthConfig};
 use crate::error::{Error, Result};
+use crate::experiment::checkpoint::{self, Checkpoint};
 use crate::experiment::observe::{JsonlWriter, Observers};
-use crate::experiment::{self, data::prepare, Summary};
+use crate::experiment::{self, data::prepare, Checkpointing, Summary};
 use crate::model::file::ModelFile;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -127,6 +128,10 @@ pub struct TrainArgs {
     /// Print only the summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Continue from `checkpoint.safetensors` in the output folder (same config; `--epochs` may
+    /// raise the limit).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -310,10 +315,44 @@ fn train(a: TrainArgs) -> Result<()> {
     ));
     let out = cfg.output_dir();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let mut jsonl = JsonlWriter::create(&out.join("metrics.jsonl"))?;
+    let ck_path = checkpoint::path_in(&out);
+    let resume = if a.resume {
+        if cfg.train.checkpoint_secs.is_none() {
+            return Err(Error::Unsupported(
+                "--resume needs checkpoints: train.checkpoint_secs is null".into(),
+            ));
+        }
+        if !ck_path.exists() {
+            return Err(Error::Unsupported(format!(
+                "--resume: there is no checkpoint at {} (train without --resume first)",
+                ck_path.display()
+            )));
+        }
+        let c = Checkpoint::load(&ck_path)?;
+        c.check_config(&cfg, &ck_path)?;
+        say(&format!(
+            "resuming after epoch {} from {}",
+            c.meta.epoch,
+            ck_path.display()
+        ));
+        Some(c)
+    } else {
+        None
+    };
+    let curve = out.join("metrics.jsonl");
+    let mut jsonl = match &resume {
+        Some(c) => JsonlWriter::resume(&curve, c.meta.epoch)?,
+        None => JsonlWriter::create(&curve)?,
+    };
+    let ck = cfg.train.checkpoint_secs.map(|every_secs| Checkpointing {
+        path: ck_path.clone(),
+        every_secs,
+        resume,
+    });
     let mut table = progress::TablePrinter::new(quiet);
     let mut obs = Observers(vec![&mut table, &mut jsonl]);
-    let trained = with_backend!(&backend, b => experiment::train(b, &cfg, &data, &mut obs))?;
+    let trained =
+        with_backend!(&backend, b => experiment::train_with(b, &cfg, &data, &mut obs, ck))?;
     let s = &trained.summary;
     let mut summary_json = serde_json::to_value(s).expect("summary serialises");
     summary_json["config"] = serde_json::to_value(&cfg).expect("config serialises");
@@ -337,7 +376,7 @@ fn train(a: TrainArgs) -> Result<()> {
     println!("wrote {}", out.display());
     if s.stop == experiment::Stop::Interrupted {
         return Err(Error::Interrupted(format!(
-            "stopped after epoch {}; the best epoch ({}) is saved in {}",
+            "stopped after epoch {}; the best epoch ({}) is saved in {}; `--resume` continues",
             s.epochs,
             s.best_epoch,
             out.display()

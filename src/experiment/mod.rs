@@ -1,6 +1,7 @@
 //! One training run, end to end: data → device → solver loop with validation and early stopping →
 //! test metrics at the best-validation epoch → summary (and the model, when asked).
 
+pub mod checkpoint;
 pub mod data;
 pub mod observe;
 pub mod suite;
@@ -13,9 +14,11 @@ use crate::model::rank::{rank_report, RankReport};
 use crate::model::{Layout, ModelKind};
 use crate::problem::{BallConstraint, Problem};
 use crate::solver::{adam::Adam, gd::Gd, sgd::Sgd, slf::Slf, Solver, SolverKind};
+use checkpoint::{Checkpoint, CheckpointMeta};
 use data::Prepared;
 use observe::Observer;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -48,7 +51,7 @@ pub fn stop_requested() -> bool {
 }
 
 /// One line of the learning curve (`metrics.jsonl`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct EpochRecord {
     pub epoch: usize,
     /// Training objective E (see `IterReport::loss`); epoch 0 is the initial point.
@@ -152,12 +155,32 @@ fn make_solver<'b, B: Backend + 'b>(
     })
 }
 
-/// Trains one model on `backend`.
+/// Checkpoints of one run: where, how often, and the one to continue from.
+pub struct Checkpointing {
+    pub path: PathBuf,
+    /// Least seconds between two checkpoints (0: after every epoch). One is also written when the
+    /// run stops, unless it diverged.
+    pub every_secs: f64,
+    pub resume: Option<Checkpoint>,
+}
+
+/// Trains one model on `backend`, without checkpoints.
 pub fn train<B: Backend>(
     backend: &B,
     cfg: &TrainConfig,
     data: &Prepared,
     observer: &mut dyn Observer,
+) -> Result<Trained> {
+    train_with(backend, cfg, data, observer, None)
+}
+
+/// Trains one model on `backend`, writing checkpoints and resuming from one as `ck` says.
+pub fn train_with<B: Backend>(
+    backend: &B,
+    cfg: &TrainConfig,
+    data: &Prepared,
+    observer: &mut dyn Observer,
+    ck: Option<Checkpointing>,
 ) -> Result<Trained> {
     let start = Instant::now();
     if data.train.nnz() == 0 {
@@ -207,6 +230,23 @@ pub fn train<B: Backend>(
     backend.copy(&theta, &mut best)?;
     let mut solver = make_solver(cfg, &problem, data, &reg)?;
     let solver_name = solver.name();
+    let resume = ck.as_ref().and_then(|c| c.resume.as_ref());
+    if let Some(r) = resume {
+        if r.theta.len() != layout.len() {
+            return Err(Error::Unsupported(format!(
+                "the checkpoint holds {} parameters, the model {}",
+                r.theta.len(),
+                layout.len()
+            )));
+        }
+        theta = problem.upload(&r.theta)?;
+        best = problem.upload(&r.best)?;
+        solver.load_state(&problem, &r.solver)?;
+        problem.set_counters(r.meta.counters);
+    }
+    // Seconds already spent before a resumption.
+    let offset = resume.map_or(0.0, |r| r.meta.last.elapsed_s);
+    let mut last_saved = Instant::now();
 
     observer.start(cfg.name(), cfg.train.max_epochs)?;
     let eval_valid = |theta: &B::Vector| -> Result<Option<EvalSums>> {
@@ -215,27 +255,32 @@ pub fn train<B: Backend>(
             .map(|v| backend.evaluate(v, &layout, theta, clip))
             .transpose()
     };
-    let v0 = eval_valid(&theta)?;
-    let loss0 = problem.loss(&theta)?;
-    let mut record = EpochRecord {
-        epoch: 0,
-        loss: loss0,
-        grad_norm: 0.0,
-        valid_rmse: v0.map(|s| s.rmse()),
-        valid_mae: v0.map(|s| s.mae()),
-        cg_iters: 0,
-        hvp_count: 0,
-        passes: problem.counters().passes,
-        damping: None,
-        accepted: true,
-        elapsed_s: start.elapsed().as_secs_f64(),
+    let (mut record, mut best_record, mut since_best) = match resume {
+        Some(r) => (r.meta.last.clone(), r.meta.best.clone(), r.meta.since_best),
+        None => {
+            let v0 = eval_valid(&theta)?;
+            let loss0 = problem.loss(&theta)?;
+            let record = EpochRecord {
+                epoch: 0,
+                loss: loss0,
+                grad_norm: 0.0,
+                valid_rmse: v0.map(|s| s.rmse()),
+                valid_mae: v0.map(|s| s.mae()),
+                cg_iters: 0,
+                hvp_count: 0,
+                passes: problem.counters().passes,
+                damping: None,
+                accepted: true,
+                elapsed_s: start.elapsed().as_secs_f64(),
+            };
+            observer.epoch(&record)?;
+            (record.clone(), record, 0)
+        }
     };
-    observer.epoch(&record)?;
-    let mut best_record = record.clone();
-    let mut since_best = 0;
     let mut stop = Stop::MaxIters;
-    let mut epochs = 0;
-    for epoch in 1..=cfg.train.max_epochs {
+    let first = record.epoch + 1;
+    let mut epochs = record.epoch;
+    for epoch in first..=cfg.train.max_epochs {
         let rep = solver.next_iter(&problem, &mut theta)?;
         epochs = epoch;
         let v = eval_valid(&theta)?;
@@ -251,7 +296,7 @@ pub fn train<B: Backend>(
             passes: c.passes,
             damping: rep.damping,
             accepted: rep.accepted,
-            elapsed_s: start.elapsed().as_secs_f64(),
+            elapsed_s: offset + start.elapsed().as_secs_f64(),
         };
         observer.epoch(&record)?;
         let finite = rep.loss.is_finite() && v.is_none_or(|s| s.sse.is_finite());
@@ -263,6 +308,7 @@ pub fn train<B: Backend>(
             (Some(now), Some(b)) => now < b - cfg.train.min_delta,
             _ => record.loss < best_record.loss - cfg.train.min_delta * best_record.loss.abs(),
         };
+        let mut ends = None;
         if improved {
             backend.copy(&theta, &mut best)?;
             best_record = record.clone();
@@ -270,12 +316,35 @@ pub fn train<B: Backend>(
         } else {
             since_best += 1;
             if since_best >= cfg.train.patience {
-                stop = Stop::Converged;
-                break;
+                ends = Some(Stop::Converged);
             }
         }
-        if stop_requested() {
-            stop = Stop::Interrupted;
+        if ends.is_none() && stop_requested() {
+            ends = Some(Stop::Interrupted);
+        }
+        if let Some(c) = &ck {
+            let due = last_saved.elapsed().as_secs_f64() >= c.every_secs;
+            if due || ends.is_some() || epoch == cfg.train.max_epochs {
+                Checkpoint {
+                    meta: CheckpointMeta {
+                        epoch,
+                        last: record.clone(),
+                        best: best_record.clone(),
+                        since_best,
+                        counters: problem.counters(),
+                        solver_scalars: Default::default(),
+                        fingerprint: checkpoint::fingerprint(cfg),
+                    },
+                    theta: backend.download(&theta)?,
+                    best: backend.download(&best)?,
+                    solver: solver.save_state(&problem)?,
+                }
+                .save(&c.path)?;
+                last_saved = Instant::now();
+            }
+        }
+        if let Some(s) = ends {
+            stop = s;
             break;
         }
     }
@@ -291,7 +360,7 @@ pub fn train<B: Backend>(
     );
     let d = (layout.kind == ModelKind::Udv).then(|| &theta_best[layout.d_off()..]);
     let rank = rank_report(a, b, d, f, cfg.model.rank_tol);
-    let total = start.elapsed().as_secs_f64();
+    let total = offset + start.elapsed().as_secs_f64();
     let summary = Summary {
         name: cfg.name().to_string(),
         solver: solver_name,

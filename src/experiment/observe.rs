@@ -34,6 +34,27 @@ impl JsonlWriter {
             out: std::io::BufWriter::new(f),
         })
     }
+
+    /// Continues an existing curve after `epoch`: keeps its records up to that epoch (dropping any
+    /// written after the checkpoint) and appends from there.
+    pub fn resume(path: &Path, epoch: usize) -> Result<Self> {
+        let old = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut kept = String::new();
+        for (k, line) in old.lines().enumerate() {
+            let rec: EpochRecord = serde_json::from_str(line)
+                .map_err(|e| Error::data(path, k + 1, format!("not an epoch record: {e}")))?;
+            if rec.epoch <= epoch {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        let mut w = Self::create(path)?;
+        w.out
+            .write_all(kept.as_bytes())
+            .and_then(|_| w.out.flush())
+            .map_err(|e| Error::io(path, e))?;
+        Ok(w)
+    }
 }
 
 impl Observer for JsonlWriter {

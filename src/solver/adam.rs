@@ -1,7 +1,7 @@
 //! Full-batch Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8 by default), projected for UDV^T. The moment
 //! update and the step are one fused backend op.
 
-use super::{IterReport, Solver, SolverConfig};
+use super::{IterReport, Solver, SolverConfig, SolverState};
 use crate::backend::{AdamHyper, Backend};
 use crate::error::Result;
 use crate::problem::Problem;
@@ -27,6 +27,20 @@ impl<B: Backend> Adam<B> {
 }
 
 impl<B: Backend> Solver<B> for Adam<B> {
+    fn save_state(&self, p: &Problem<B>) -> Result<SolverState> {
+        let mut s = SolverState::default();
+        s.scalars.insert("t".into(), self.t as f64);
+        s.put(p, "m", &self.m)?;
+        s.put(p, "v", &self.v)?;
+        Ok(s)
+    }
+
+    fn load_state(&mut self, p: &Problem<B>, s: &SolverState) -> Result<()> {
+        self.t = s.scalar("t")? as i32;
+        s.get(p, "m", &mut self.m)?;
+        s.get(p, "v", &mut self.v)
+    }
+
     fn name(&self) -> String {
         "adam".into()
     }

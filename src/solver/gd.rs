@@ -1,7 +1,7 @@
 //! Full-batch gradient descent with optional heavy-ball momentum, projected for UDV^T:
 //! v ← μv − lr·g; θ ← Π(θ + v).
 
-use super::{IterReport, Solver, SolverConfig};
+use super::{IterReport, Solver, SolverConfig, SolverState};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::problem::Problem;
@@ -25,6 +25,16 @@ impl<B: Backend> Gd<B> {
 }
 
 impl<B: Backend> Solver<B> for Gd<B> {
+    fn save_state(&self, p: &Problem<B>) -> Result<SolverState> {
+        let mut s = SolverState::default();
+        s.put(p, "velocity", &self.vel)?;
+        Ok(s)
+    }
+
+    fn load_state(&mut self, p: &Problem<B>, s: &SolverState) -> Result<()> {
+        s.get(p, "velocity", &mut self.vel)
+    }
+
     fn name(&self) -> String {
         "gd".into()
     }

@@ -178,4 +178,53 @@ pub trait Solver<B: Backend> {
     fn name(&self) -> String;
     /// One outer iteration; θ is updated in place.
     fn next_iter(&mut self, p: &Problem<B>, theta: &mut B::Vector) -> Result<IterReport>;
+    /// Everything the next iterations depend on besides θ (for checkpoints).
+    fn save_state(&self, p: &Problem<B>) -> Result<SolverState>;
+    /// Restores what [`Solver::save_state`] returned, on a solver built from the same config.
+    fn load_state(&mut self, p: &Problem<B>, state: &SolverState) -> Result<()>;
+}
+
+/// A solver's carried state: named scalars and θ-shaped vectors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SolverState {
+    pub scalars: std::collections::BTreeMap<String, f64>,
+    pub vectors: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+impl SolverState {
+    pub fn scalar(&self, name: &str) -> Result<f64> {
+        self.scalars.get(name).copied().ok_or_else(|| {
+            crate::error::Error::Unsupported(format!(
+                "the checkpoint's solver state has no `{name}`"
+            ))
+        })
+    }
+
+    pub fn vector(&self, name: &str) -> Result<&[f32]> {
+        self.vectors.get(name).map(|v| v.as_slice()).ok_or_else(|| {
+            crate::error::Error::Unsupported(format!(
+                "the checkpoint's solver state has no vector `{name}`"
+            ))
+        })
+    }
+
+    /// Downloads `v` as `name`.
+    pub fn put<B: Backend>(&mut self, p: &Problem<B>, name: &str, v: &B::Vector) -> Result<()> {
+        self.vectors.insert(name.into(), p.backend.download(v)?);
+        Ok(())
+    }
+
+    /// Uploads vector `name` into `v` (laid out as θ).
+    pub fn get<B: Backend>(&self, p: &Problem<B>, name: &str, v: &mut B::Vector) -> Result<()> {
+        let data = self.vector(name)?;
+        if data.len() != p.layout.len() {
+            return Err(crate::error::Error::Unsupported(format!(
+                "the checkpoint's `{name}` has {} values, the model {}",
+                data.len(),
+                p.layout.len()
+            )));
+        }
+        *v = p.upload(data)?;
+        Ok(())
+    }
 }

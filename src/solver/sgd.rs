@@ -5,7 +5,7 @@
 //! Per entry: e = r − r̂; each parameter row x moves by lr·(e·∂r̂/∂x − w·x), where w is the ridge
 //! weight per entry (λ for per-entry regularization, λ/|K_u| for the Frobenius form).
 
-use super::{IterReport, Solver, SolverConfig};
+use super::{IterReport, Solver, SolverConfig, SolverState};
 use crate::backend::Backend;
 use crate::data::Ratings;
 use crate::error::Result;
@@ -22,6 +22,9 @@ pub struct Sgd {
     theta: Option<Vec<f32>>,
     order: Vec<usize>,
     rng: StdRng,
+    seed: u64,
+    /// Epochs run (shuffles drawn) so far.
+    epochs: u64,
 }
 
 impl Sgd {
@@ -65,13 +68,21 @@ impl Sgd {
             theta: None,
             order,
             rng: StdRng::seed_from_u64(seed ^ 0x5_6D),
+            seed,
+            epochs: 0,
         }
+    }
+
+    /// Draws the next epoch's order: each epoch shuffles the previous one.
+    fn shuffle(&mut self) {
+        self.order.shuffle(&mut self.rng);
+        self.epochs += 1;
     }
 
     fn epoch(&mut self, l: &Layout, th: &mut [f32]) {
         let f = l.rank;
         let lr = self.lr as f32;
-        self.order.shuffle(&mut self.rng);
+        self.shuffle();
         let (p_off, q_off) = (l.p_off(), l.q_off());
         for &k in &self.order {
             let (u, i, r) = (
@@ -124,6 +135,28 @@ impl Sgd {
 impl<B: Backend> Solver<B> for Sgd {
     fn name(&self) -> String {
         "sgd".into()
+    }
+
+    fn save_state(&self, _p: &Problem<B>) -> Result<SolverState> {
+        let mut s = SolverState::default();
+        s.scalars.insert("lr".into(), self.lr);
+        s.scalars.insert("epochs".into(), self.epochs as f64);
+        Ok(s)
+    }
+
+    /// The shuffle stream is replayed from the seed (one shuffle per epoch run), so a resumed run
+    /// visits the entries in the same orders as an uninterrupted one.
+    fn load_state(&mut self, _p: &Problem<B>, s: &SolverState) -> Result<()> {
+        let epochs = s.scalar("epochs")? as u64;
+        self.rng = StdRng::seed_from_u64(self.seed ^ 0x5_6D);
+        self.order = (0..self.data.nnz()).collect();
+        self.epochs = 0;
+        while self.epochs < epochs {
+            self.shuffle();
+        }
+        self.lr = s.scalar("lr")?;
+        self.theta = None;
+        Ok(())
     }
 
     fn next_iter(&mut self, p: &Problem<B>, theta: &mut B::Vector) -> Result<IterReport> {

@@ -8,7 +8,7 @@
 //!    γ grows ×1.5 below 0.25 and shrinks ÷1.5 above 0.75; θ' is rejected when E rises.
 
 use super::cg::ConjugateGradient;
-use super::{Damping, IterReport, SamMode, Solver, SolverConfig, SolverKind};
+use super::{Damping, IterReport, SamMode, Solver, SolverConfig, SolverKind, SolverState};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::problem::Problem;
@@ -60,6 +60,25 @@ impl<B: Backend> Slf<B> {
 }
 
 impl<B: Backend> Solver<B> for Slf<B> {
+    fn save_state(&self, p: &Problem<B>) -> Result<SolverState> {
+        let mut s = SolverState::default();
+        s.scalars.insert("gamma".into(), self.gamma);
+        if let Some(loss) = self.cached {
+            s.scalars.insert("cached_loss".into(), loss);
+            s.put(p, "g", &self.g)?;
+        }
+        Ok(s)
+    }
+
+    fn load_state(&mut self, p: &Problem<B>, s: &SolverState) -> Result<()> {
+        self.gamma = s.scalar("gamma")?;
+        self.cached = s.scalars.get("cached_loss").copied();
+        if self.cached.is_some() {
+            s.get(p, "g", &mut self.g)?;
+        }
+        Ok(())
+    }
+
     fn name(&self) -> String {
         match self.sam {
             None => "slf".into(),

@@ -1,0 +1,165 @@
+//! Checkpoints of a training run: θ, the best θ so far, the solver's carried state and the loop's
+//! bookkeeping, in one safetensors file (`checkpoint.safetensors` in the run's output folder),
+//! written aside and renamed so it is whole or absent. `sslf train --resume` continues from it;
+//! with the same config the resumed run follows the uninterrupted one exactly, since every
+//! reduction has a fixed order and SGD replays its shuffle stream.
+//!
+//! Tensors: `theta`, `best` and `solver.<name>` (f32, θ-shaped). Metadata: `sslf_checkpoint` = "1"
+//! and `state`, a JSON object with the epoch, the best and last epoch records, epochs since the
+//! best, the work counters, the solver's scalars and the config fingerprint.
+
+use super::EpochRecord;
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::problem::Counters;
+use crate::solver::SolverState;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The state of a run after a finished epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub theta: Vec<f32>,
+    pub best: Vec<f32>,
+    pub solver: SolverState,
+}
+
+/// The scalar part of a checkpoint (the `state` metadata field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// The last finished epoch.
+    pub epoch: usize,
+    pub last: EpochRecord,
+    pub best: EpochRecord,
+    pub since_best: usize,
+    pub counters: Counters,
+    pub solver_scalars: BTreeMap<String, f64>,
+    /// What must not change between the run and its resumption ([`fingerprint`]).
+    pub fingerprint: serde_json::Value,
+}
+
+/// The parts of a config a resumed run must share with the checkpoint: data, model, solver and
+/// seed. `train.max_epochs`, `patience`, the backend and the output may change.
+pub fn fingerprint(cfg: &TrainConfig) -> serde_json::Value {
+    serde_json::json!({
+        "data": cfg.data,
+        "model": cfg.model,
+        "solver": cfg.solver,
+        "seed": cfg.train.seed,
+    })
+}
+
+/// Where a run keeps its checkpoint.
+pub fn path_in(dir: &Path) -> PathBuf {
+    dir.join("checkpoint.safetensors")
+}
+
+impl Checkpoint {
+    /// Writes the checkpoint aside, then renames it over `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let err = |m: String| Error::Model {
+            file: path.to_path_buf(),
+            message: m,
+        };
+        let mut named: Vec<(String, &[f32])> =
+            vec![("theta".into(), &self.theta), ("best".into(), &self.best)];
+        for (k, v) in &self.solver.vectors {
+            named.push((format!("solver.{k}"), v));
+        }
+        let mut views = Vec::new();
+        for (name, v) in &named {
+            let view = TensorView::new(Dtype::F32, vec![v.len()], bytemuck::cast_slice(v))
+                .map_err(|e| err(format!("tensor {name}: {e}")))?;
+            views.push((name.clone(), view));
+        }
+        let mut meta = self.meta.clone();
+        meta.solver_scalars = self.solver.scalars.clone();
+        let mut header = HashMap::new();
+        header.insert("sslf_checkpoint".to_string(), "1".to_string());
+        header.insert(
+            "state".to_string(),
+            serde_json::to_string(&meta).expect("checkpoint state serialises"),
+        );
+        let bytes = safetensors::serialize(views, Some(header))
+            .map_err(|e| err(format!("cannot serialise: {e}")))?;
+        let tmp = path.with_extension("safetensors.partial");
+        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let err = |m: String| Error::Model {
+            file: path.to_path_buf(),
+            message: m,
+        };
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("not a readable safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| err(format!("unreadable header ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("sslf_checkpoint").map(String::as_str) != Some("1") {
+            return Err(err("not an sslf checkpoint (format 1)".into()));
+        }
+        let state: CheckpointMeta = serde_json::from_str(
+            meta.get("state")
+                .ok_or_else(|| err("metadata field `state` is missing".into()))?,
+        )
+        .map_err(|e| err(format!("metadata field `state`: {e}")))?;
+        let tensor = |name: &str| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| err(format!("tensor `{name}` is missing")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(err(format!("tensor `{name}` is not f32")));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+        let theta = tensor("theta")?;
+        let best = tensor("best")?;
+        if best.len() != theta.len() {
+            return Err(err("tensors `theta` and `best` differ in length".into()));
+        }
+        let mut solver = SolverState {
+            scalars: state.solver_scalars.clone(),
+            ..Default::default()
+        };
+        for name in st.names() {
+            if let Some(k) = name.strip_prefix("solver.") {
+                solver.vectors.insert(k.to_string(), tensor(name)?);
+            }
+        }
+        Ok(Checkpoint {
+            meta: state,
+            theta,
+            best,
+            solver,
+        })
+    }
+
+    /// Fails unless `cfg` matches the config the checkpoint was written with (see
+    /// [`fingerprint`]), naming the first section that differs.
+    pub fn check_config(&self, cfg: &TrainConfig, path: &Path) -> Result<()> {
+        let now = fingerprint(cfg);
+        for key in ["data", "model", "solver", "seed"] {
+            if now[key] != self.meta.fingerprint[key] {
+                return Err(Error::Model {
+                    file: path.to_path_buf(),
+                    message: format!(
+                        "the checkpoint was written with a different `{key}` section: {} now, {} \
+                         then; resume with the config it was written with",
+                        now[key], self.meta.fingerprint[key]
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
