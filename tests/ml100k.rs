@@ -79,3 +79,29 @@ fn gpu_backend_reaches_the_cpu_rmse_on_ml100k() {
         gt.mae
     );
 }
+
+/// UDV^T with SLF from seed 3 starts at the X ≈ 0 saddle, where LM rejects its first steps while
+/// the damping grows. Rejected steps leave θ unchanged, so they must not use up the patience: the
+/// run escapes and trains like the other seeds.
+#[test]
+fn rejected_lm_steps_do_not_stop_udv_slf_at_the_saddle() {
+    if !data_present() {
+        return;
+    }
+    let cfg = TrainConfig::load(
+        Path::new("configs/ml100k-udv-slf.json"),
+        &[
+            "train.save_model=false".into(),
+            "train.seed=3".into(),
+            "train.max_epochs=40".into(),
+        ],
+    )
+    .unwrap();
+    let data = prepare(&cfg.data).unwrap();
+    let mut rec = Recorder::default();
+    let t = train(&CpuBackend::new(2).unwrap(), &cfg, &data, &mut rec).unwrap();
+    let rejected = rec.records.iter().filter(|r| !r.accepted).count();
+    assert!(rejected >= cfg.train.patience, "{rejected} rejections");
+    let rmse = t.summary.test.unwrap().rmse;
+    assert!(rmse < 0.95, "test RMSE {rmse}");
+}

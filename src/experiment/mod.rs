@@ -28,7 +28,8 @@ use std::time::Instant;
 pub enum Stop {
     /// `train.max_epochs` epochs ran.
     MaxIters,
-    /// No validation gain for `train.patience` epochs.
+    /// No validation gain for `train.patience` epochs that moved θ (rejected LM steps do not
+    /// count).
     Converged,
     /// The loss became NaN or infinite; the best earlier epoch is reported.
     Diverged,
@@ -313,7 +314,9 @@ pub fn train_with<B: Backend>(
             backend.copy(&theta, &mut best)?;
             best_record = record.clone();
             since_best = 0;
-        } else {
+        } else if rep.accepted {
+            // A rejected step (LM) left θ where it was: it says nothing new about validation,
+            // so only epochs that moved θ use up the patience.
             since_best += 1;
             if since_best >= cfg.train.patience {
                 ends = Some(Stop::Converged);
