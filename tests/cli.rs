@@ -193,8 +193,10 @@ fn corrupted_or_truncated_model_files_give_clear_errors() {
 #[test]
 fn ctrl_c_saves_the_best_epoch_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sslf"))
-        .args([
+    let curve = dir.path().join("o/metrics.jsonl");
+    let o = common::interrupt_after_first_epoch(
+        dir.path(),
+        &[
             "train",
             "--epochs",
             "100000",
@@ -203,28 +205,9 @@ fn ctrl_c_saves_the_best_epoch_and_exits_130() {
             "--output",
             "o",
             "-q",
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let curve = dir.path().join("o/metrics.jsonl");
-    let t0 = std::time::Instant::now();
-    // Wait for two epochs (the initial point and epoch 1) to be on disk.
-    while std::fs::read_to_string(&curve).map_or(0, |s| s.lines().count()) < 2 {
-        if t0.elapsed().as_secs() > 120 {
-            child.kill().unwrap();
-            panic!("training never reached epoch 1");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let o = child.wait_with_output().unwrap();
+        ],
+        &curve,
+    );
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(130), "{out}\n{err}");
     assert!(err.contains("finishing the current epoch"), "{err}");

@@ -210,28 +210,11 @@ fn ctrl_c_leaves_the_running_job_unfinished_and_exits_130() {
         r#"{"name": "long", "base": "base.json", "seeds": [1], "runs": [{ "label": "slf" }]}"#,
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sslf"))
-        .args(["experiment", "-c", "exp.json", "--output", "out", "-q"])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let curve = d.join("out/runs/slf/seed-1.partial/metrics.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&curve).map_or(0, |s| s.lines().count()) < 2 {
-        if t0.elapsed().as_secs() > 120 {
-            child.kill().unwrap();
-            panic!("the job never reached epoch 1");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let o = child.wait_with_output().unwrap();
+    let o = common::interrupt_after_first_epoch(
+        d,
+        &["experiment", "-c", "exp.json", "--output", "out", "-q"],
+        &d.join("out/runs/slf/seed-1.partial/metrics.jsonl"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(

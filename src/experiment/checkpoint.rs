@@ -11,9 +11,10 @@
 use super::EpochRecord;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::model::file::{read_safetensors, write_safetensors};
 use crate::problem::Counters;
 use crate::solver::SolverState;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -83,11 +84,7 @@ impl Checkpoint {
             "state".to_string(),
             serde_json::to_string(&meta).expect("checkpoint state serialises"),
         );
-        let bytes = safetensors::serialize(views, Some(header))
-            .map_err(|e| err(format!("cannot serialise: {e}")))?;
-        let tmp = path.with_extension("safetensors.partial");
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        write_safetensors(path, views, header)
     }
 
     /// Reads a checkpoint written by [`Checkpoint::save`].
@@ -97,11 +94,7 @@ impl Checkpoint {
             message: m,
         };
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(format!("not a readable safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| err(format!("unreadable header ({e})")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let (st, meta) = read_safetensors(path, &bytes)?;
         if meta.get("sslf_checkpoint").map(String::as_str) != Some("1") {
             return Err(err("not an sslf checkpoint (format 1)".into()));
         }

@@ -103,11 +103,7 @@ impl ModelFile {
             serde_json::to_string(self.items.names()).expect("strings serialise"),
         );
         meta.insert("config".into(), self.config.clone());
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| model_err(format!("cannot serialise: {e}")))?;
-        let tmp = path.with_extension("safetensors.partial");
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        write_safetensors(path, views, meta)
     }
 
     /// Reads and checks a model file.
@@ -117,14 +113,10 @@ impl ModelFile {
             message: m,
         };
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(format!("not a readable safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| err(format!("unreadable header ({e})")))?;
-        let meta = header
-            .metadata()
-            .clone()
-            .ok_or_else(|| err("no sslf metadata in the header".into()))?;
+        let (st, meta) = read_safetensors(path, &bytes)?;
+        if meta.is_empty() {
+            return Err(err("no sslf metadata in the header".into()));
+        }
         let get = |k: &str| {
             meta.get(k)
                 .ok_or_else(|| err(format!("metadata field `{k}` is missing")))
@@ -285,4 +277,37 @@ impl ModelFile {
         scored.sort_by(by_score);
         scored
     }
+}
+
+/// Serialises tensors and header metadata to `path`: written aside, then renamed, so the file is
+/// whole or absent.
+pub(crate) fn write_safetensors<N: AsRef<str> + Ord + std::fmt::Display>(
+    path: &Path,
+    views: Vec<(N, TensorView<'_>)>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Model {
+        file: path.to_path_buf(),
+        message: format!("cannot serialise: {e}"),
+    })?;
+    let tmp = path.with_extension("safetensors.partial");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Parses the bytes of a safetensors file read from `path`: its tensors and header metadata
+/// (empty when the header has none).
+pub(crate) fn read_safetensors<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let err = |m: String| Error::Model {
+        file: path.to_path_buf(),
+        message: m,
+    };
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| err(format!("not a readable safetensors file ({e})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| err(format!("unreadable header ({e})")))?;
+    Ok((st, header.metadata().clone().unwrap_or_default()))
 }

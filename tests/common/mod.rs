@@ -264,3 +264,34 @@ pub fn run_sslf(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .output()
         .expect("the binary runs")
 }
+
+/// Starts `sslf args` in `dir`, waits until `curve` holds two epoch records (the initial point and
+/// epoch 1), sends SIGINT (Ctrl-C) and returns what the process printed and its status.
+#[cfg(unix)]
+pub fn interrupt_after_first_epoch(
+    dir: &std::path::Path,
+    args: &[&str],
+    curve: &std::path::Path,
+) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sslf"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(curve).map_or(0, |s| s.lines().count()) < 2 {
+        if t0.elapsed().as_secs() > 120 {
+            child.kill().unwrap();
+            panic!("the run never reached epoch 1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait_with_output().unwrap()
+}
