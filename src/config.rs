@@ -72,8 +72,8 @@ impl Default for DataConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     pub max_epochs: usize,
-    /// Epochs without a validation gain of at least `min_delta` before stopping (epochs whose step
-    /// the solver rejected, leaving θ unchanged, do not count).
+    /// Epochs without a validation gain of at least `min_delta` before stopping (before the first
+    /// gain, epochs whose step the solver rejected, leaving θ unchanged, do not count).
     pub patience: usize,
     pub min_delta: f64,
     /// Seed of the initialisation (and of SGD's shuffles).

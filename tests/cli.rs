@@ -304,3 +304,25 @@ fn resume_continues_exactly_where_the_checkpoint_left_off() {
     let (_, err) = text(&o);
     assert!(err.contains("there is no checkpoint"), "{err}");
 }
+
+/// Near the minimum LM keeps rejecting steps that gain nothing: once there has been a gain those
+/// rejections use up the patience, so the default run stops well before a large epoch limit.
+#[test]
+fn default_run_stops_early_once_lm_only_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sslf(
+        dir.path(),
+        &["train", "--epochs", "100", "--output", "o", "-q"],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("o/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["stop"], "converged", "{summary}");
+    let (epochs, best) = (
+        summary["epochs"].as_u64().unwrap(),
+        summary["best_epoch"].as_u64().unwrap(),
+    );
+    assert_eq!(epochs, best + 10, "patience 10 after the best epoch");
+}

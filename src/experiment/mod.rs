@@ -28,8 +28,8 @@ use std::time::Instant;
 pub enum Stop {
     /// `train.max_epochs` epochs ran.
     MaxIters,
-    /// No validation gain for `train.patience` epochs that moved θ (rejected LM steps do not
-    /// count).
+    /// No validation gain for `train.patience` epochs (before the first gain, rejected LM steps
+    /// do not count).
     Converged,
     /// The loss became NaN or infinite; the best earlier epoch is reported.
     Diverged,
@@ -314,9 +314,11 @@ pub fn train_with<B: Backend>(
             backend.copy(&theta, &mut best)?;
             best_record = record.clone();
             since_best = 0;
-        } else if rep.accepted {
-            // A rejected step (LM) left θ where it was: it says nothing new about validation,
-            // so only epochs that moved θ use up the patience.
+        } else if rep.accepted || best_record.epoch > 0 {
+            // Until the first gain, a rejected step (LM, while the damping adapts to a start far
+            // from any minimum, such as UDV's X ≈ 0) left θ where it was and does not use up the
+            // patience. After it, rejections count: near a minimum LM keeps rejecting steps
+            // that gain nothing, and the run must stop.
             since_best += 1;
             if since_best >= cfg.train.patience {
                 ends = Some(Stop::Converged);
