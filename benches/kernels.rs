@@ -59,6 +59,7 @@ fn kernels(c: &mut Criterion) {
     match GpuBackend::new(&GpuOptions {
         max_chunk_bytes: None,
         subgroups: true,
+        max_resident_bytes: None,
     }) {
         Ok(g) => bench_backend(c, &g, &m),
         Err(e) => eprintln!("gpu benches skipped: {e}"),

@@ -116,6 +116,9 @@ pub struct GpuConfig {
     pub max_chunk_bytes: Option<u64>,
     /// Use subgroup operations when the adapter has them (default true).
     pub subgroups: Option<bool>,
+    /// Most bytes of rating data kept on the device (default: all of it); the rest is streamed
+    /// from host memory before each pass, for data sets larger than the device's memory.
+    pub max_resident_bytes: Option<u64>,
 }
 
 /// A whole training configuration.

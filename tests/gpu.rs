@@ -195,7 +195,7 @@ fn udv_training_on_the_gpu_follows_the_cpu() {
 }
 
 #[test]
-fn training_with_theta_in_row_blocks_follows_the_cpu() {
+fn training_with_theta_in_row_blocks_and_streamed_ratings_follows_the_cpu() {
     if gpu().is_none() {
         return;
     }
@@ -203,10 +203,12 @@ fn training_with_theta_in_row_blocks_follows_the_cpu() {
     use sslf::config::TrainConfig;
     use sslf::experiment::{data::prepare, observe::Recorder, train};
     // 32 KiB bindings: θ of the default model (6,000 rows × 6 floats) splits into 3 user and 2 item
-    // blocks, and the ratings into tiles of at most 4,096 entries.
+    // blocks, and the ratings into tiles of at most 4,096 entries; with 1 MB of them resident, the
+    // rest (about 2 MB) streams from host memory in every pass.
     let g = GpuBackend::new(&GpuOptions {
         max_chunk_bytes: Some(32 * 1024),
         subgroups: true,
+        max_resident_bytes: Some(1_000_000),
     })
     .unwrap();
     let o = vec![
@@ -224,6 +226,52 @@ fn training_with_theta_in_row_blocks_follows_the_cpu() {
         gg.summary.test.as_ref().unwrap().rmse,
     );
     eprintln!("cpu loss {cl} rmse {ct}; blocked gpu loss {gl} rmse {gt}");
+    assert!(
+        g.streamed_bytes() > 10_000_000,
+        "{} bytes streamed",
+        g.streamed_bytes()
+    );
     assert!((cl - gl).abs() <= 1e-3 * cl.abs(), "cpu {cl} vs gpu {gl}");
     assert!((ct - gt).abs() <= 1e-3, "test rmse: cpu {ct} vs gpu {gt}");
+}
+
+#[test]
+fn streamed_ratings_give_the_resident_results_and_free_their_budget() {
+    let Some(full) = gpu() else { return };
+    use sslf::backend::gpu::{GpuBackend, GpuOptions};
+    // Nothing resident: every tile and evaluation chunk streams through the pool.
+    let g = GpuBackend::new(&GpuOptions {
+        max_chunk_bytes: Some(4096),
+        subgroups: true,
+        max_resident_bytes: Some(0),
+    })
+    .unwrap();
+    let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 23);
+    let run = |b: &GpuBackend| {
+        let m = b.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+        let e = b.upload_entries(&fx.ratings, &fx.layout).unwrap();
+        let theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
+        let mut gr = b.zeros_params(&fx.layout).unwrap();
+        let sq = b.gradient(&m, &fx.layout, &theta, &mut gr).unwrap();
+        let ev = b.evaluate(&e, &fx.layout, &theta, (1.0, 5.0)).unwrap();
+        (sq, ev.sse, b.download(&gr).unwrap())
+    };
+    let (sq, sse, gr) = run(&g);
+    assert_eq!(g.resident_data_bytes(), 0);
+    assert!(g.streamed_bytes() > 0);
+    let (sq0, sse0, gr0) = run(full);
+    assert!((sq - sq0).abs() <= 1e-5 * sq0, "{sq} vs {sq0}");
+    assert!((sse - sse0).abs() <= 1e-5 * sse0, "{sse} vs {sse0}");
+    common::assert_close("streamed gradient", &gr, &common::f64s(&gr0), 1e-5, 1e-6);
+    // A budget is taken by what is resident and given back when it is dropped.
+    let h = GpuBackend::new(&GpuOptions {
+        max_chunk_bytes: Some(4096),
+        subgroups: true,
+        max_resident_bytes: Some(1 << 20),
+    })
+    .unwrap();
+    let m = h.upload_matrix(&fx.matrix, &fx.layout).unwrap();
+    assert!(h.resident_data_bytes() > 0);
+    drop(m);
+    assert_eq!(h.resident_data_bytes(), 0);
 }

@@ -44,11 +44,13 @@ fn cached(
     cell: &'static OnceLock<Option<GpuBackend>>,
     max_chunk_bytes: Option<u64>,
     subgroups: bool,
+    max_resident_bytes: Option<u64>,
 ) -> Option<&'static GpuBackend> {
     let g = cell.get_or_init(|| {
         open_gpu(GpuOptions {
             max_chunk_bytes,
             subgroups,
+            max_resident_bytes,
         })
     });
     if g.is_none() {
@@ -60,7 +62,7 @@ fn cached(
 /// The GPU backend (any adapter, lavapipe included), or None with a printed reason.
 pub fn gpu() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    cached(&GPU, None, true)
+    cached(&GPU, None, true, None)
 }
 
 /// The GPU backend with 2 KiB bindings and no subgroups: θ of every fixture splits into row blocks
@@ -68,19 +70,26 @@ pub fn gpu() -> Option<&'static GpuBackend> {
 /// and reductions take the portable path.
 pub fn gpu_chunked() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    cached(&GPU, Some(2048), false)
+    cached(&GPU, Some(2048), false, None)
 }
 
 /// The GPU backend with 2 KiB bindings and subgroups (when the adapter has them): the subgroup
 /// row kernels on θ in row blocks.
 pub fn gpu_chunked_sg() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    cached(&GPU, Some(2048), true)
+    cached(&GPU, Some(2048), true, None)
+}
+
+/// The GPU backend with 2 KiB bindings and only 16 KB of rating data resident: the rest of every
+/// fixture's tiles and evaluation entries streams from host memory through the pool.
+pub fn gpu_streamed() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    cached(&GPU, Some(2048), true, Some(16_000))
 }
 
 /// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
 /// `cpu_two_pass::name` (CSR + CSC passes), `gpu::name`, `gpu_chunked::name` (portable kernels) and
-/// `gpu_chunked_sg::name`.
+/// `gpu_chunked_sg::name` and `gpu_streamed::name`.
 #[macro_export]
 macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
@@ -98,6 +107,9 @@ macro_rules! backend_suite {
         }
         mod gpu_chunked_sg {
             $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_chunked_sg() { super::$name(g); } } )*
+        }
+        mod gpu_streamed {
+            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_streamed() { super::$name(g); } } )*
         }
     };
 }

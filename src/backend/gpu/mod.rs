@@ -13,6 +13,10 @@
 //!   row block × the columns of one block of the other side, then by entry count), so a row pass
 //!   binds one block per side. Every grid is at most 65,535 workgroups in x with grid-stride
 //!   loops.
+//! - **Streaming.** With `gpu.max_resident_bytes`, rating tiles past that budget stay in host
+//!   memory and are written into a pool of 8 buffers before the dispatch that reads them; the
+//!   encoder is submitted whenever the pool is used up, so no buffer is rewritten under recorded
+//!   commands. Kernels and solvers do not know.
 //! - **Determinism.** No atomics; per-workgroup partials in fixed order, summed in f64 here.
 
 pub mod blocking;
@@ -41,6 +45,10 @@ pub struct GpuOptions {
     pub max_chunk_bytes: Option<u64>,
     /// Use subgroup operations when the adapter has them.
     pub subgroups: bool,
+    /// Most bytes of rating data (training tiles and evaluation entries) kept on the device;
+    /// the rest stays in host memory and is streamed through a small pool of buffers before each
+    /// dispatch that needs it. `None`: everything resident.
+    pub max_resident_bytes: Option<u64>,
 }
 
 impl GpuOptions {
@@ -48,7 +56,36 @@ impl GpuOptions {
         GpuOptions {
             max_chunk_bytes: c.max_chunk_bytes,
             subgroups: c.subgroups.unwrap_or(true),
+            max_resident_bytes: c.max_resident_bytes,
         }
+    }
+}
+
+/// Buffers in the streaming pool: a tile takes two (row offsets, entries), so up to 4 tiles are
+/// recorded between two submits.
+const STREAM_SLOTS: usize = 8;
+/// Largest rating chunk when streaming (each pool buffer holds one).
+const STREAM_CHUNK: u64 = 64 << 20;
+
+/// Rating arrays of one tile: on the device, or in host memory to be streamed.
+pub(crate) enum Stored {
+    Device {
+        bufs: Vec<wgpu::Buffer>,
+        /// Held for its `Drop`.
+        _resident: Resident,
+    },
+    Host(Vec<Vec<u32>>),
+}
+
+/// Bytes counted against the resident budget, given back when the arrays are dropped.
+pub(crate) struct Resident {
+    bytes: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -81,6 +118,10 @@ struct State {
     glob: wgpu::Buffer,
     /// Small stand-ins for bindings a kernel declares but a call does not use.
     dummy: [wgpu::Buffer; 2],
+    /// The streaming pool (created on first use) and how many of its buffers the open encoder
+    /// has taken: a buffer is rewritten only after the commands using it were submitted.
+    stream: Vec<wgpu::Buffer>,
+    stream_taken: usize,
 }
 
 /// The wgpu backend. One device and queue, every pipeline built once.
@@ -96,6 +137,11 @@ pub struct GpuBackend {
     chunk_cap: u64,
     /// One blocking per model shape, shared by all its vectors.
     blockings: Mutex<Vec<(Layout, Arc<Blocking>)>>,
+    /// Budget for resident rating data, and what is resident now.
+    max_resident: Option<u64>,
+    resident: Arc<AtomicU64>,
+    /// Bytes written through the streaming pool so far.
+    streamed: AtomicU64,
     pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
     state: Mutex<State>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -243,6 +289,10 @@ impl GpuBackend {
         if let Some(c) = opts.max_chunk_bytes {
             chunk_cap = chunk_cap.min(c - c % 16);
         }
+        if opts.max_resident_bytes.is_some() {
+            // Streamed chunks pass through pool buffers of this size.
+            chunk_cap = chunk_cap.min(STREAM_CHUNK);
+        }
 
         let mut pipelines = HashMap::new();
         let mut modules = HashMap::new();
@@ -326,6 +376,8 @@ impl GpuBackend {
                 buf("sslf::dummy0", 16, storage),
                 buf("sslf::dummy1", 16, storage),
             ],
+            stream: Vec::new(),
+            stream_taken: 0,
         };
         Ok(GpuBackend {
             device,
@@ -336,6 +388,9 @@ impl GpuBackend {
             binding_cap,
             chunk_cap,
             blockings: Mutex::default(),
+            max_resident: opts.max_resident_bytes,
+            resident: Arc::default(),
+            streamed: AtomicU64::new(0),
             pipelines,
             state: Mutex::new(state),
             errors,
@@ -444,7 +499,8 @@ impl GpuBackend {
                 what: what.into(),
                 needed: size,
                 available: format!(
-                    "{} ran out of memory with {} bytes already allocated by sslf ({e})",
+                    "{} ran out of memory with {} bytes already allocated by sslf ({e}); rating \
+                     data can stay in host memory and stream: set gpu.max_resident_bytes",
                     self.info.name,
                     self.allocated_bytes()
                 ),
@@ -524,7 +580,76 @@ impl GpuBackend {
                 .write_buffer(&st.ring, 0, &st.params[..st.slots * SLOT as usize]);
         }
         st.slots = 0;
+        st.stream_taken = 0;
         Some(self.queue.submit([enc.finish()]))
+    }
+
+    /// Keeps rating arrays (row offsets, entries or triplets) on the device while the resident
+    /// budget allows, else in host memory for streaming.
+    fn store_arrays(&self, what: &str, arrays: Vec<Vec<u32>>) -> Result<Stored> {
+        let bytes: u64 = arrays.iter().map(|a| a.len() as u64 * 4).sum();
+        if let Some(budget) = self.max_resident {
+            if self.resident.load(Ordering::Relaxed) + bytes > budget {
+                return Ok(Stored::Host(arrays));
+            }
+        }
+        let mut bufs = Vec::with_capacity(arrays.len());
+        for a in &arrays {
+            bufs.push(self.storage_buffer(
+                what,
+                a.len() as u64 * 4,
+                Some(bytemuck::cast_slice(a)),
+            )?);
+        }
+        self.resident.fetch_add(bytes, Ordering::Relaxed);
+        Ok(Stored::Device {
+            bufs,
+            _resident: Resident {
+                bytes,
+                counter: self.resident.clone(),
+            },
+        })
+    }
+
+    /// Buffers holding `stored`'s arrays for the next dispatch: its own when resident, else pool
+    /// buffers filled from host memory (submitting first when the pool is used up, so no buffer
+    /// is rewritten under recorded commands).
+    fn bind_stored(&self, st: &mut State, stored: &Stored) -> Result<Vec<wgpu::Buffer>> {
+        let arrays = match stored {
+            Stored::Device { bufs, .. } => return Ok(bufs.clone()),
+            Stored::Host(arrays) => arrays,
+        };
+        if st.stream.is_empty() {
+            for k in 0..STREAM_SLOTS {
+                let b = self.storage_buffer(&format!("sslf::stream{k}"), self.chunk_cap, None)?;
+                st.stream.push(b);
+            }
+        }
+        if st.stream_taken + arrays.len() > st.stream.len() {
+            self.flush(st);
+        }
+        let mut out = Vec::with_capacity(arrays.len());
+        for a in arrays {
+            let buf = st.stream[st.stream_taken].clone();
+            st.stream_taken += 1;
+            if !a.is_empty() {
+                self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(a));
+                self.streamed
+                    .fetch_add(a.len() as u64 * 4, Ordering::Relaxed);
+            }
+            out.push(buf);
+        }
+        Ok(out)
+    }
+
+    /// Bytes of rating data resident on the device.
+    pub fn resident_data_bytes(&self) -> u64 {
+        self.resident.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of rating data streamed from host memory so far.
+    pub fn streamed_bytes(&self) -> u64 {
+        self.streamed.load(Ordering::Relaxed)
     }
 
     /// Ensures the partials buffer holds `n` floats.
@@ -623,7 +748,7 @@ impl Backend for GpuBackend {
         DeviceInfo {
             backend: "gpu".into(),
             name: format!(
-                "{} ({:?}, {}{})",
+                "{} ({:?}, {}{}{})",
                 self.info.name,
                 self.info.backend,
                 if self.subgroups {
@@ -638,6 +763,10 @@ impl Backend for GpuBackend {
                     format!(", bindings capped at {} bytes", self.chunk_cap)
                 } else {
                     String::new()
+                },
+                match self.max_resident {
+                    Some(b) => format!(", ratings past {b} bytes streamed"),
+                    None => String::new(),
                 }
             ),
             device_type: format!("{:?}", self.info.device_type),

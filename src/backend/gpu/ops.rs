@@ -11,7 +11,7 @@ use super::shaders::{
     Kernel, Params, FLAG_BIASES, FLAG_DBLOCK, FLAG_FIRST, FLAG_HESSIAN, FLAG_LAST, FLAG_UDV,
     FLAG_WRITE,
 };
-use super::{GpuBackend, GpuVector, State};
+use super::{GpuBackend, GpuVector, State, Stored};
 use crate::backend::{
     check_entries, check_shape, AdamHyper, Curvature, EvalSums, SparseOps, VectorOps,
 };
@@ -40,8 +40,8 @@ struct Tile {
     /// `other` finish them.
     first: bool,
     last: bool,
-    rowptr: wgpu::Buffer,
-    ent: wgpu::Buffer,
+    /// Row offsets and (column, rating) pairs.
+    data: Stored,
 }
 
 /// One side (CSR by user or CSC by item) on the device, in tiles ordered by own block, then other
@@ -85,7 +85,8 @@ struct EntryTile {
     user_block: usize,
     item_block: usize,
     n: u32,
-    coo: wgpu::Buffer,
+    /// (user, item, rating) triplets.
+    coo: Stored,
 }
 
 /// Where in which vectors a kernel reads and writes: (binding, vector) for each vector operand.
@@ -274,16 +275,7 @@ impl GpuBackend {
                         n_rows: (r1 - r0) as u32,
                         first: cb == 0,
                         last: cb + 1 == other.len(),
-                        rowptr: self.storage_buffer(
-                            &format!("{what} row offsets"),
-                            rowptr.len() as u64 * 4,
-                            Some(bytemuck::cast_slice(&rowptr)),
-                        )?,
-                        ent: self.storage_buffer(
-                            &format!("{what} entries"),
-                            ent.len() as u64 * 4,
-                            Some(bytemuck::cast_slice(&ent)),
-                        )?,
+                        data: self.store_arrays(what, vec![rowptr, ent])?,
                     });
                     r0 = r1;
                 }
@@ -351,7 +343,7 @@ impl GpuBackend {
         dir: Option<&GpuVector>,
         out: Option<&GpuVector>,
         part0: usize,
-    ) -> usize {
+    ) -> Result<usize> {
         let pb = blocking.params.as_ref().expect("parameter blocking");
         let (own_blocks, other_blocks) = if users {
             (&pb.users, &pb.items)
@@ -386,9 +378,10 @@ impl GpuBackend {
                     part: part as u32,
                     ..base
                 };
+                let data = self.bind_stored(st, &t.data)?;
                 let mut bind: Vec<(u32, &wgpu::Buffer)> = vec![
-                    (1, &t.rowptr),
-                    (2, &t.ent),
+                    (1, &data[0]),
+                    (2, &data[1]),
                     (3, &theta.segs[own.seg]),
                     (8, &theta.segs[oth.seg]),
                     (5, out.map(|o| &o.segs[own.seg]).unwrap_or(&dummy)),
@@ -427,7 +420,7 @@ impl GpuBackend {
                 );
             }
         }
-        part - part0
+        Ok(part - part0)
     }
 
     /// The row-pass kernel: one subgroup per row where the adapter has subgroups, else one
@@ -496,7 +489,7 @@ impl GpuBackend {
             None,
             out,
             0,
-        );
+        )?;
         if out.is_some() {
             let mut pi = Self::model_params(layout);
             pi.flags |= write;
@@ -512,7 +505,7 @@ impl GpuBackend {
                 None,
                 out,
                 used,
-            );
+            )?;
         }
         if used == 0 {
             return Ok(0.0);
@@ -736,11 +729,7 @@ impl SparseOps for GpuBackend {
                     user_block: k / n_items,
                     item_block: k % n_items,
                     n: (coo.len() / 3) as u32,
-                    coo: self.storage_buffer(
-                        "evaluation entries",
-                        coo.len() as u64 * 4,
-                        Some(bytemuck::cast_slice(coo)),
-                    )?,
+                    coo: self.store_arrays("evaluation entries", vec![coo.to_vec()])?,
                 });
             }
         }
@@ -800,7 +789,7 @@ impl SparseOps for GpuBackend {
             Some(v),
             Some(out),
             0,
-        );
+        )?;
         let mut pi = Self::model_params(layout);
         pi.flags |= hess;
         self.row_pass(
@@ -814,7 +803,7 @@ impl SparseOps for GpuBackend {
             Some(v),
             Some(out),
             0,
-        );
+        )?;
         Ok(())
     }
 
@@ -853,12 +842,13 @@ impl SparseOps for GpuBackend {
                 c: clip.1,
                 ..Self::model_params(layout)
             };
+            let coo = self.bind_stored(&mut st, &t.coo)?;
             self.dispatch(
                 &mut st,
                 Kernel::EvalEntries,
                 params,
                 &[
-                    (1, &t.coo),
+                    (1, &coo[0]),
                     (3, &theta.segs[ub.seg]),
                     (8, &theta.segs[ib.seg]),
                     (7, &partials),
