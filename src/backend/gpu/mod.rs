@@ -135,6 +135,8 @@ pub struct GpuBackend {
     /// Largest binding of data and vector segments: `binding_cap`, or less with
     /// `gpu.max_chunk_bytes`.
     chunk_cap: u64,
+    /// Largest binding of a rating chunk: `chunk_cap`, at most `STREAM_CHUNK` when streaming.
+    tile_cap: u64,
     /// One blocking per model shape, shared by all its vectors.
     blockings: Mutex<Vec<(Layout, Arc<Blocking>)>>,
     /// Budget for resident rating data, and what is resident now.
@@ -289,10 +291,11 @@ impl GpuBackend {
         if let Some(c) = opts.max_chunk_bytes {
             chunk_cap = chunk_cap.min(c - c % 16);
         }
-        if opts.max_resident_bytes.is_some() {
-            // Streamed chunks pass through pool buffers of this size.
-            chunk_cap = chunk_cap.min(STREAM_CHUNK);
-        }
+        // Streamed chunks pass through pool buffers of at most STREAM_CHUNK bytes.
+        let tile_cap = match opts.max_resident_bytes {
+            Some(_) => chunk_cap.min(STREAM_CHUNK),
+            None => chunk_cap,
+        };
 
         let mut pipelines = HashMap::new();
         let mut modules = HashMap::new();
@@ -387,6 +390,7 @@ impl GpuBackend {
             subgroups,
             binding_cap,
             chunk_cap,
+            tile_cap,
             blockings: Mutex::default(),
             max_resident: opts.max_resident_bytes,
             resident: Arc::default(),
@@ -621,7 +625,7 @@ impl GpuBackend {
         };
         if st.stream.is_empty() {
             for k in 0..STREAM_SLOTS {
-                let b = self.storage_buffer(&format!("sslf::stream{k}"), self.chunk_cap, None)?;
+                let b = self.storage_buffer(&format!("sslf::stream{k}"), self.tile_cap, None)?;
                 st.stream.push(b);
             }
         }

@@ -221,8 +221,8 @@ impl GpuBackend {
         own: &[RowBlock],
         other: &[RowBlock],
     ) -> Result<GpuSide> {
-        let max_entries = (self.chunk_cap / 8) as usize;
-        let max_rows = (self.chunk_cap / 4) as usize - 1;
+        let max_entries = (self.tile_cap / 8) as usize;
+        let max_rows = (self.tile_cap / 4) as usize - 1;
         let mut tiles = Vec::new();
         for (ob, blk) in own.iter().enumerate() {
             let n = blk.rows.len();
@@ -254,7 +254,7 @@ impl GpuBackend {
                             needed: (ends[r0] - cur[r0]) as u64 * 8,
                             available: format!(
                                 "one rating chunk holds at most {} bytes",
-                                self.chunk_cap
+                                self.tile_cap
                             ),
                         });
                     }
@@ -721,7 +721,7 @@ impl SparseOps for GpuBackend {
                 r.values[k].to_bits(),
             ]);
         }
-        let per = 3 * (self.chunk_cap / 12).max(1) as usize;
+        let per = 3 * (self.tile_cap / 12).max(1) as usize;
         let mut tiles = Vec::new();
         for (k, b) in buckets.iter().enumerate() {
             for coo in b.chunks(per) {
