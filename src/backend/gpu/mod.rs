@@ -503,7 +503,7 @@ impl GpuBackend {
                 what: what.into(),
                 needed: size,
                 available: format!(
-                    "{} ran out of memory with {} bytes already allocated by sslf ({e}); rating \
+                    "{} ran out of memory after sslf had created {} bytes of buffers ({e}); rating \
                      data can stay in host memory and stream: set gpu.max_resident_bytes",
                     self.info.name,
                     self.allocated_bytes()
