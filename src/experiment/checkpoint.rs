@@ -6,7 +6,7 @@
 //!
 //! Tensors: `theta`, `best` and `solver.<name>` (f32, θ-shaped). Metadata: `sslf_checkpoint` = "1"
 //! and `state`, a JSON object with the epoch, the best and last epoch records, epochs since the
-//! best, the work counters, the solver's scalars and the config fingerprint.
+//! best, the work counters, the config fingerprint and `solver_scalars`.
 
 use super::EpochRecord;
 use crate::config::TrainConfig;
@@ -37,7 +37,6 @@ pub struct CheckpointMeta {
     pub best: EpochRecord,
     pub since_best: usize,
     pub counters: Counters,
-    pub solver_scalars: BTreeMap<String, f64>,
     /// What must not change between the run and its resumption ([`fingerprint`]).
     pub fingerprint: serde_json::Value,
 }
@@ -76,14 +75,12 @@ impl Checkpoint {
                 .map_err(|e| err(format!("tensor {name}: {e}")))?;
             views.push((name.clone(), view));
         }
-        let mut meta = self.meta.clone();
-        meta.solver_scalars = self.solver.scalars.clone();
+        let mut state = serde_json::to_value(&self.meta).expect("checkpoint state serialises");
+        state["solver_scalars"] =
+            serde_json::to_value(&self.solver.scalars).expect("scalars serialise");
         let mut header = HashMap::new();
         header.insert("sslf_checkpoint".to_string(), "1".to_string());
-        header.insert(
-            "state".to_string(),
-            serde_json::to_string(&meta).expect("checkpoint state serialises"),
-        );
+        header.insert("state".to_string(), state.to_string());
         write_safetensors(path, views, header)
     }
 
@@ -98,11 +95,20 @@ impl Checkpoint {
         if meta.get("sslf_checkpoint").map(String::as_str) != Some("1") {
             return Err(err("not an sslf checkpoint (format 1)".into()));
         }
-        let state: CheckpointMeta = serde_json::from_str(
+        let mut state: serde_json::Value = serde_json::from_str(
             meta.get("state")
                 .ok_or_else(|| err("metadata field `state` is missing".into()))?,
         )
         .map_err(|e| err(format!("metadata field `state`: {e}")))?;
+        let scalars: BTreeMap<String, f64> = state
+            .as_object_mut()
+            .and_then(|o| o.remove("solver_scalars"))
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| err(format!("metadata field `state.solver_scalars`: {e}")))?
+            .unwrap_or_default();
+        let state: CheckpointMeta = serde_json::from_value(state)
+            .map_err(|e| err(format!("metadata field `state`: {e}")))?;
         let tensor = |name: &str| -> Result<Vec<f32>> {
             let t = st
                 .tensor(name)
@@ -121,7 +127,7 @@ impl Checkpoint {
             return Err(err("tensors `theta` and `best` differ in length".into()));
         }
         let mut solver = SolverState {
-            scalars: state.solver_scalars.clone(),
+            scalars,
             ..Default::default()
         };
         for name in st.names() {

@@ -337,7 +337,6 @@ pub fn train_with<B: Backend>(
                         best: best_record.clone(),
                         since_best,
                         counters: problem.counters(),
-                        solver_scalars: Default::default(),
                         fingerprint: checkpoint::fingerprint(cfg),
                     },
                     theta: backend.download(&theta)?,
