@@ -225,23 +225,29 @@ pub fn train_with<B: Backend>(
         cfg.solver.curvature,
         constraint,
     );
-    let mut theta = problem.upload(&theta0)?;
-    problem.project(&mut theta)?;
-    let mut best = problem.zeros()?;
-    backend.copy(&theta, &mut best)?;
+    let resume = ck.as_ref().and_then(|c| c.resume.as_ref());
+    let (mut theta, mut best) = match resume {
+        Some(r) => {
+            if r.theta.len() != layout.len() {
+                return Err(Error::Unsupported(format!(
+                    "the checkpoint holds {} parameters, the model {}",
+                    r.theta.len(),
+                    layout.len()
+                )));
+            }
+            (problem.upload(&r.theta)?, problem.upload(&r.best)?)
+        }
+        None => {
+            let mut theta = problem.upload(&theta0)?;
+            problem.project(&mut theta)?;
+            let mut best = problem.zeros()?;
+            backend.copy(&theta, &mut best)?;
+            (theta, best)
+        }
+    };
     let mut solver = make_solver(cfg, &problem, data, &reg)?;
     let solver_name = solver.name();
-    let resume = ck.as_ref().and_then(|c| c.resume.as_ref());
     if let Some(r) = resume {
-        if r.theta.len() != layout.len() {
-            return Err(Error::Unsupported(format!(
-                "the checkpoint holds {} parameters, the model {}",
-                r.theta.len(),
-                layout.len()
-            )));
-        }
-        theta = problem.upload(&r.theta)?;
-        best = problem.upload(&r.best)?;
         solver.load_state(&problem, &r.solver)?;
         problem.set_counters(r.meta.counters);
     }

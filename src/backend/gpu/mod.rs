@@ -561,12 +561,7 @@ impl GpuBackend {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let enc = st.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("sslf"),
-                })
-        });
+        let enc = self.encoder(st);
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(kernel.entry()),
             timestamp_writes: None,
@@ -574,6 +569,16 @@ impl GpuBackend {
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups, 1, 1);
+    }
+
+    /// The open command encoder, begun if there is none.
+    fn encoder<'s>(&self, st: &'s mut State) -> &'s mut wgpu::CommandEncoder {
+        st.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("sslf"),
+                })
+        })
     }
 
     /// Submits what is recorded.
@@ -699,13 +704,9 @@ impl GpuBackend {
                 mapped_at_creation: false,
             });
         }
-        let enc = st.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("sslf"),
-                })
-        });
-        enc.copy_buffer_to_buffer(src, 0, &st.staging, 0, bytes);
+        let staging = st.staging.clone();
+        self.encoder(st)
+            .copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
         let idx = self.flush(st).expect("encoder was just used");
         let (tx, rx) = std::sync::mpsc::channel();
         st.staging

@@ -316,12 +316,7 @@ impl GpuBackend {
         };
         let bytes = layout.rank as u64 * 4;
         let glob = st.glob.clone();
-        let enc = st.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("sslf"),
-                })
-        });
+        let enc = self.encoder(st);
         enc.copy_buffer_to_buffer(&theta.segs[seg], off as u64 * 4, &glob, 0, bytes);
         if let Some(v) = dir {
             enc.copy_buffer_to_buffer(&v.segs[seg], off as u64 * 4, &glob, 4096, bytes);
