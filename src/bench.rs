@@ -284,6 +284,7 @@ impl<'b, B: Backend> Workload<'b, B> {
                     sam: SamMode::Curvature,
                     cg_iters: self.cg_iters,
                     cg_tol: 1e-12,
+                    forcing: crate::solver::Forcing::Fixed,
                     ..Default::default()
                 };
                 let mut s = Slf::new(&cfg, p)?;

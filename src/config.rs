@@ -76,6 +76,9 @@ pub struct RunConfig {
     /// gain, epochs whose step the solver rejected, leaving θ unchanged, do not count).
     pub patience: usize,
     pub min_delta: f64,
+    /// After the first validation gain, stop once this many steps in a row were rejected (the
+    /// solver is at a minimum of its model and further epochs only pay for rejections); 0 never.
+    pub max_rejected: usize,
     /// Seed of the initialisation (and of SGD's shuffles).
     pub seed: u64,
     pub backend: BackendChoice,
@@ -97,6 +100,7 @@ impl Default for RunConfig {
             max_epochs: 50,
             patience: 10,
             min_delta: 1e-5,
+            max_rejected: 5,
             seed: 1,
             backend: BackendChoice::Cpu,
             threads: 0,

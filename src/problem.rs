@@ -4,7 +4,7 @@
 //! E(θ) = ½Σe² + ½θᵀDθ, where D is the diagonal ridge weight of the model config (λ·|K_u| per
 //! entry, or λ for the Frobenius form).
 
-use crate::backend::{Backend, Curvature};
+use crate::backend::{Backend, Curvature, PrecondKind, Shift};
 use crate::error::Result;
 use crate::model::{Layout, ModelKind};
 use std::cell::Cell;
@@ -26,6 +26,9 @@ pub struct Counters {
     pub gradients: u64,
     pub products: u64,
     pub losses: u64,
+    /// Preconditioner builds (one pass per side each).
+    #[serde(default)]
+    pub preconds: u64,
 }
 
 /// Data + model + ridge term on a backend.
@@ -132,6 +135,46 @@ impl<'b, B: Backend> Problem<'b, B> {
             c.products += 1;
         });
         Ok(())
+    }
+
+    /// A preconditioner of `kind` for this problem (for systems with a SAM term when `sam`).
+    pub fn precond_new(&self, kind: PrecondKind, sam: bool) -> Result<B::Precond> {
+        self.backend
+            .precond_new(&self.matrix, &self.layout, kind, sam)
+    }
+
+    /// Builds and factors the preconditioner at θ with the given shift; counts one pass per side.
+    pub fn precond_build(
+        &self,
+        theta: &B::Vector,
+        shift: Shift,
+        pc: &mut B::Precond,
+    ) -> Result<()> {
+        self.precond_rebuild(theta, shift, pc)?;
+        if self.backend.precond_kind(pc) != PrecondKind::None {
+            self.count(|c| {
+                c.passes += 2;
+                c.preconds += 1;
+            });
+        }
+        Ok(())
+    }
+
+    /// The same build, uncounted: restores a resumed solver's preconditioner exactly as the
+    /// uninterrupted run held it.
+    pub fn precond_rebuild(
+        &self,
+        theta: &B::Vector,
+        shift: Shift,
+        pc: &mut B::Precond,
+    ) -> Result<()> {
+        self.backend
+            .precond_build(&self.matrix, &self.layout, theta, &self.reg, shift, pc)
+    }
+
+    /// z ← M⁻¹r (no pass over the data).
+    pub fn precond_apply(&self, pc: &B::Precond, r: &B::Vector, z: &mut B::Vector) -> Result<()> {
+        self.backend.precond_apply(pc, &self.layout, r, z)
     }
 
     /// Projects θ onto the constraint set (UDV^T: U and V into their balls, d clipped at 0 unless

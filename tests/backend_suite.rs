@@ -4,10 +4,12 @@
 mod common;
 
 use common::{all_fixtures, assert_close, assert_close_scalar, f64s, fixture, Fixture};
+use sslf::backend::precond::row_coords;
 use sslf::backend::{AdamHyper, Backend, Curvature};
+use sslf::backend::{PrecondKind, Shift};
 use sslf::model::{ModelKind, Regularization};
 use sslf::problem::{BallConstraint, Problem};
-use sslf::solver::cg::ConjugateGradient;
+use sslf::solver::cg::{CgLimits, ConjugateGradient};
 use sslf::solver::{slf::Slf, Solver, SolverConfig, SolverKind};
 
 /// The fixture's Gauss–Newton problem on `b`, with an optional UDV ball.
@@ -219,9 +221,13 @@ fn cg_solves_a_damped_gauss_newton_system<B: Backend>(b: &B) {
         p.curvature_product(&theta, v, out)?;
         b.axpy(gamma, v, out)
     };
-    let bnorm = b.dot(&rhs, &rhs).unwrap().sqrt();
+    let lim = CgLimits {
+        max_iters: 500,
+        rel_tol: 1e-4,
+        stall: false,
+    };
     let out = cg
-        .solve(b, &mut apply, &rhs, &mut x, 500, 1e-4 * bnorm)
+        .solve(b, &mut apply, None, &rhs, &mut x, false, lim)
         .unwrap();
     assert_eq!(out.stop, sslf::solver::cg::CgStop::Converged, "{out:?}");
     // Check A x = b with the f64 reference operator.
@@ -324,7 +330,162 @@ fn slf_epochs_lower_the_loss<B: Backend>(b: &B) {
     }
 }
 
+/// The reference block of M = B + γI + c·B² (B = G + D) over `coords`, from the f64 Jacobian.
+fn reference_block(fx: &Fixture, th: &[f64], coords: &[usize], shift: Shift) -> Vec<Vec<f64>> {
+    let w = coords.len();
+    let mut g = vec![vec![0.0; w]; w];
+    for k in 0..fx.ratings.nnz() {
+        let row: Vec<(usize, f64)> = fx
+            .reference
+            .jrow(th, k)
+            .into_iter()
+            .filter_map(|(j, x)| coords.iter().position(|&c| c == j).map(|p| (p, x)))
+            .collect();
+        for &(a, xa) in &row {
+            for &(b, xb) in &row {
+                g[a][b] += xa * xb;
+            }
+        }
+    }
+    for (a, &c) in coords.iter().enumerate() {
+        g[a][a] += fx.reference.reg[c];
+    }
+    let (gamma, c) = (shift.gamma as f64, shift.c as f64);
+    let mut m = g.clone();
+    for a in 0..w {
+        for b in 0..w {
+            m[a][b] += c * (0..w).map(|l| g[a][l] * g[l][b]).sum::<f64>();
+        }
+        m[a][a] += gamma;
+    }
+    m
+}
+
+/// M⁻¹v on sampled rows (and the d coordinates) against a dense f64 solve of each block.
+fn preconditioner_apply_matches_dense_block_inverse<B: Backend>(b: &B) {
+    for (name, fx) in all_fixtures(9) {
+        let l = &fx.layout;
+        let p = problem(b, &fx, None);
+        let theta = b.upload_params(l, &fx.theta).unwrap();
+        let v = b.upload_params(l, &fx.v).unwrap();
+        let th = f64s(&fx.theta);
+        for (kind, sam) in [
+            (PrecondKind::Jacobi, false),
+            (PrecondKind::BlockJacobi, false),
+            (PrecondKind::BlockJacobi, true),
+        ] {
+            let shift = Shift {
+                gamma: 0.5,
+                c: if sam { 0.01 } else { 0.0 },
+            };
+            let mut pc = p.precond_new(kind, sam).unwrap();
+            let got_kind = b.precond_kind(&pc);
+            p.precond_build(&theta, shift, &mut pc).unwrap();
+            let mut z = p.zeros().unwrap();
+            p.precond_apply(&pc, &v, &mut z).unwrap();
+            let z = b.download(&z).unwrap();
+            // Sampled rows: the first, an empty one, a middle one, the last, of each side.
+            let mut blocks: Vec<Vec<usize>> = Vec::new();
+            for (users, n, empty) in [(true, l.n_users, 7), (false, l.n_items, 11)] {
+                for r in [0, empty, n / 2, n - 1] {
+                    let (fo, bo) = row_coords(l, users, r);
+                    let mut c: Vec<usize> = (fo..fo + l.rank).collect();
+                    c.extend(bo);
+                    blocks.push(c);
+                }
+            }
+            if l.kind == ModelKind::Udv {
+                blocks.extend((0..l.rank).map(|k| vec![l.d_off() + k]));
+            }
+            for coords in blocks {
+                let units: Vec<Vec<usize>> = if got_kind == PrecondKind::Jacobi || coords.len() == 1
+                {
+                    coords.iter().map(|&c| vec![c]).collect()
+                } else {
+                    vec![coords]
+                };
+                for cs in units {
+                    let m = reference_block(&fx, &th, &cs, shift);
+                    let w = cs.len();
+                    let mat = nalgebra::DMatrix::from_fn(w, w, |i, j| m[i][j]);
+                    let rhs = nalgebra::DVector::from_fn(w, |i, _| fx.v[cs[i]] as f64);
+                    let want = mat.lu().solve(&rhs).expect("M is invertible");
+                    let got: Vec<f32> = cs.iter().map(|&c| z[c]).collect();
+                    assert_close(
+                        &format!(
+                            "{name} {got_kind:?} (asked {kind:?}, sam {sam}) at {}",
+                            cs[0]
+                        ),
+                        &got,
+                        want.as_slice(),
+                        2e-3,
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An ill-conditioned system (rows of very different scales): PCG needs fewer iterations than CG.
+fn pcg_needs_fewer_iterations_than_cg<B: Backend>(b: &B) {
+    let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 10);
+    let l = fx.layout;
+    let mut th = fx.theta.clone();
+    for i in 0..l.n_items {
+        let s = [0.05f32, 1.0, 8.0][i % 3];
+        for x in &mut th[l.q_off() + i * l.rank..l.q_off() + (i + 1) * l.rank] {
+            *x *= s;
+        }
+    }
+    let p = problem(b, &fx, None);
+    let theta = b.upload_params(&l, &th).unwrap();
+    let rhs = b.upload_params(&l, &fx.v).unwrap();
+    let gamma = 1e-3f32;
+    let lim = CgLimits {
+        max_iters: 3000,
+        rel_tol: 1e-5,
+        stall: false,
+    };
+    let mut iters = Vec::new();
+    for kind in [
+        PrecondKind::None,
+        PrecondKind::Jacobi,
+        PrecondKind::BlockJacobi,
+    ] {
+        let mut pc = p.precond_new(kind, false).unwrap();
+        p.precond_build(&theta, Shift { gamma, c: 0.0 }, &mut pc)
+            .unwrap();
+        let mut apply = |v: &B::Vector, out: &mut B::Vector| -> sslf::Result<()> {
+            p.curvature_product(&theta, v, out)?;
+            b.axpy(gamma, v, out)
+        };
+        let mut pre = |r: &B::Vector, z: &mut B::Vector| p.precond_apply(&pc, r, z);
+        let mut x = p.zeros().unwrap();
+        let mut cg = ConjugateGradient::new(b, &rhs).unwrap();
+        let out = cg
+            .solve(b, &mut apply, Some(&mut pre), &rhs, &mut x, false, lim)
+            .unwrap();
+        assert_eq!(
+            out.stop,
+            sslf::solver::cg::CgStop::Converged,
+            "{kind:?}: {out:?}"
+        );
+        iters.push(out.iters);
+    }
+    assert!(
+        iters[2] < iters[1] && iters[1] < iters[0],
+        "iterations none/jacobi/block_jacobi: {iters:?}"
+    );
+    assert!(
+        iters[2] * 3 < iters[0],
+        "block_jacobi gains little: {iters:?}"
+    );
+}
+
 backend_suite!(
+    preconditioner_apply_matches_dense_block_inverse,
+    pcg_needs_fewer_iterations_than_cg,
     gradient_and_loss_match_reference,
     curvature_products_match_reference,
     gauss_newton_is_symmetric_and_psd,

@@ -6,6 +6,9 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod precond;
+
+pub use precond::{PrecondKind, Shift};
 
 use crate::data::{Matrix, Ratings};
 use crate::error::Result;
@@ -152,6 +155,8 @@ pub trait SparseOps: VectorOps {
     type Matrix: Send + Sync;
     /// Evaluation entries resident on the device.
     type Entries: Send + Sync;
+    /// A factored preconditioner resident on the device.
+    type Precond: Send + Sync;
 
     /// Uploads the training matrix for a model of `layout` (the GPU tiles it to match the row
     /// blocks of θ).
@@ -179,6 +184,38 @@ pub trait SparseOps: VectorOps {
         out: &mut Self::Vector,
         curvature: Curvature,
     ) -> Result<()>;
+    /// A preconditioner's storage for a model of `layout` on `m`, for curvature systems with a
+    /// SAM term when `sam`. `block_jacobi` falls back to `jacobi` where the blocks are wider than
+    /// the device factors ([`precond::max_block_width`]); [`SparseOps::precond_kind`] says which.
+    fn precond_new(
+        &self,
+        m: &Self::Matrix,
+        layout: &Layout,
+        kind: PrecondKind,
+        sam: bool,
+    ) -> Result<Self::Precond>;
+    /// The preconditioner in force (after any fallback).
+    fn precond_kind(&self, pc: &Self::Precond) -> PrecondKind;
+    /// Builds M at θ: the Gauss–Newton blocks (or diagonal) of every user and item row (one pass
+    /// per side), plus the ridge diagonal `reg`, shifted by `shift` and factored.
+    fn precond_build(
+        &self,
+        m: &Self::Matrix,
+        layout: &Layout,
+        theta: &Self::Vector,
+        reg: &Self::Vector,
+        shift: Shift,
+        pc: &mut Self::Precond,
+    ) -> Result<()>;
+    /// z ← M⁻¹ r, row by row on the device.
+    fn precond_apply(
+        &self,
+        pc: &Self::Precond,
+        layout: &Layout,
+        r: &Self::Vector,
+        z: &mut Self::Vector,
+    ) -> Result<()>;
+
     /// Error sums of r̂ against the given entries; clipped sums clip r̂ to `clip`.
     fn evaluate(
         &self,

@@ -36,6 +36,9 @@ pub struct CheckpointMeta {
     pub last: EpochRecord,
     pub best: EpochRecord,
     pub since_best: usize,
+    /// Rejected steps in a row at the last finished epoch.
+    #[serde(default)]
+    pub rejected_run: usize,
     pub counters: Counters,
     /// What must not change between the run and its resumption ([`fingerprint`]).
     pub fingerprint: serde_json::Value,

@@ -29,7 +29,7 @@ pub enum Stop {
     /// `train.max_epochs` epochs ran.
     MaxIters,
     /// No validation gain for `train.patience` epochs (before the first gain, rejected LM steps
-    /// do not count).
+    /// do not count), or `train.max_rejected` rejected steps in a row after it.
     Converged,
     /// The loss became NaN or infinite; the best earlier epoch is reported.
     Diverged,
@@ -285,6 +285,7 @@ pub fn train_with<B: Backend>(
         }
     };
     let mut stop = Stop::MaxIters;
+    let mut rejected_run = resume.map_or(0, |r| r.meta.rejected_run);
     let first = record.epoch + 1;
     let mut epochs = record.epoch;
     for epoch in first..=cfg.train.max_epochs {
@@ -330,6 +331,11 @@ pub fn train_with<B: Backend>(
                 ends = Some(Stop::Converged);
             }
         }
+        rejected_run = if rep.accepted { 0 } else { rejected_run + 1 };
+        let max_rej = cfg.train.max_rejected;
+        if ends.is_none() && max_rej > 0 && best_record.epoch > 0 && rejected_run >= max_rej {
+            ends = Some(Stop::Converged);
+        }
         if ends.is_none() && stop_requested() {
             ends = Some(Stop::Interrupted);
         }
@@ -342,6 +348,7 @@ pub fn train_with<B: Backend>(
                         last: record.clone(),
                         best: best_record.clone(),
                         since_best,
+                        rejected_run,
                         counters: problem.counters(),
                         fingerprint: checkpoint::fingerprint(cfg),
                     },

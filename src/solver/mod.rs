@@ -8,6 +8,7 @@ pub mod gd;
 pub mod sgd;
 pub mod slf;
 
+pub use crate::backend::PrecondKind;
 use crate::backend::{Backend, Curvature};
 use crate::error::Result;
 use crate::problem::Problem;
@@ -41,6 +42,18 @@ pub enum Damping {
     LevenbergMarquardt,
 }
 
+/// How the CG tolerance of SLF/SSLF is chosen each epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Forcing {
+    /// CG stops at `cg_tol` every epoch.
+    Fixed,
+    /// Eisenstat–Walker: η_k = 0.9·(‖g_k‖/‖g_{k−1}‖)², safeguarded, within [cg_tol, 0.5]: loose
+    /// far from a minimum, tight near one.
+    #[default]
+    EisenstatWalker,
+}
+
 /// How SSLF adds sharpness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -59,8 +72,15 @@ pub struct SolverConfig {
     pub name: SolverKind,
     /// slf/sslf: most CG iterations per epoch.
     pub cg_iters: usize,
-    /// slf/sslf: CG stops when ‖r‖ ≤ cg_tol·‖b‖.
+    /// slf/sslf: CG stops when ‖r‖ ≤ tol·‖b‖ (in the preconditioned norm) with tol = cg_tol
+    /// (`fixed` forcing), or tol ≥ cg_tol chosen by the forcing sequence.
     pub cg_tol: f64,
+    /// slf/sslf: the CG preconditioner.
+    pub preconditioner: PrecondKind,
+    /// slf/sslf: how the CG tolerance is chosen.
+    pub forcing: Forcing,
+    /// slf/sslf: start CG from the previous step (scaled by 0.5) instead of from 0.
+    pub warm_start: bool,
     pub damping: Damping,
     /// slf/sslf: initial (or fixed) damping γ.
     pub gamma: f64,
@@ -90,6 +110,9 @@ impl Default for SolverConfig {
             name: SolverKind::Slf,
             cg_iters: 20,
             cg_tol: 0.1,
+            preconditioner: PrecondKind::BlockJacobi,
+            forcing: Forcing::EisenstatWalker,
+            warm_start: false,
             damping: Damping::LevenbergMarquardt,
             gamma: 1.0,
             eta: 1.0,

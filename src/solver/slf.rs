@@ -1,20 +1,30 @@
 //! SLF (Hessian-free Newton–CG with damping) and SSLF (the same made sharpness-aware).
 //!
-//! One epoch:
-//! 1. g = ∇E(θ) (kept from the last epoch when θ did not move);
-//! 2. solve A s = b by CG, with A = G + γI and b = −g for SLF; for SSLF see [`SamMode`];
-//! 3. θ' = θ + ηs, projected for UDV^T;
+//! One epoch (docs/ALGORITHMS.md, "SLF" and "SSLF"):
+//! 1. g = ∇E(θ), kept from the previous epoch's trial point when that step was taken;
+//! 2. solve A s = b by preconditioned CG, with A = G + γI and b = −g for SLF (SSLF: see
+//!    [`SamMode`]), to a tolerance from the forcing sequence; the preconditioner is rebuilt at
+//!    each new θ (shifted by γ, and for the curvature form by the SAM term) and kept while
+//!    steps are rejected;
+//! 3. θ' = θ + ηs, projected for UDV^T, and ∇E(θ') with E(θ') in one gradient;
 //! 4. Levenberg–Marquardt: ρ_LM = (E(θ) − E(θ')) / (predicted decrease of the quadratic model);
 //!    γ grows ×1.5 below 0.25 and shrinks ÷1.5 above 0.75; θ' is rejected when E rises.
 
-use super::cg::ConjugateGradient;
-use super::{Damping, IterReport, SamMode, Solver, SolverConfig, SolverKind, SolverState};
-use crate::backend::Backend;
+use super::cg::{CgLimits, ConjugateGradient};
+use super::{
+    Damping, Forcing, IterReport, PrecondKind, SamMode, Solver, SolverConfig, SolverKind,
+    SolverState,
+};
+use crate::backend::{Backend, Shift};
 use crate::error::Result;
 use crate::problem::Problem;
 
 const GAMMA_MIN: f64 = 1e-8;
 const GAMMA_MAX: f64 = 1e12;
+/// Loosest CG tolerance of the forcing sequence (and its first value).
+const ETA_MAX: f64 = 0.5;
+/// Scale of the previous step when CG starts from it.
+const WARM_DECAY: f32 = 0.5;
 
 /// State of SLF/SSLF.
 pub struct Slf<B: Backend> {
@@ -24,6 +34,8 @@ pub struct Slf<B: Backend> {
     g: B::Vector,
     /// E(θ) for the cached gradient, or None when θ moved since.
     cached: Option<f64>,
+    /// The gradient at the trial point.
+    g_trial: B::Vector,
     b: B::Vector,
     s: B::Vector,
     trial: B::Vector,
@@ -32,12 +44,28 @@ pub struct Slf<B: Backend> {
     /// SAM work: g̃ (ascent) or G·G·v (curvature).
     work2: B::Vector,
     cg: ConjugateGradient<B>,
+    precond: Option<B::Precond>,
+    /// The shift the preconditioner was factored with, while it belongs to the current θ.
+    pc_shift: Option<Shift>,
+    /// The forcing term in force, and ‖g‖ of the θ it was chosen at.
+    eta: f64,
+    prev_gnorm: Option<f64>,
+    /// Whether `s` holds the previous step (warm starts).
+    have_step: bool,
+    /// A resumed run must rebuild the kept factor (with `pc_shift`) before using it.
+    restore_pc: bool,
+    /// θ moved since the forcing term was last chosen.
+    moved: bool,
 }
 
 impl<B: Backend> Slf<B> {
     pub fn new(cfg: &SolverConfig, p: &Problem<B>) -> Result<Self> {
         let sam = (cfg.name == SolverKind::Sslf).then_some(cfg.sam);
         let g = p.zeros()?;
+        let precond = match cfg.preconditioner {
+            PrecondKind::None => None,
+            k => Some(p.precond_new(k, sam == Some(SamMode::Curvature))?),
+        };
         Ok(Slf {
             cfg: cfg.clone(),
             gamma: cfg.gamma,
@@ -45,11 +73,19 @@ impl<B: Backend> Slf<B> {
             cg: ConjugateGradient::new(p.backend, &g)?,
             g,
             cached: None,
+            g_trial: p.zeros()?,
             b: p.zeros()?,
             s: p.zeros()?,
             trial: p.zeros()?,
             work: p.zeros()?,
             work2: p.zeros()?,
+            precond,
+            pc_shift: None,
+            eta: ETA_MAX,
+            prev_gnorm: None,
+            have_step: false,
+            restore_pc: false,
+            moved: true,
         })
     }
 
@@ -57,24 +93,82 @@ impl<B: Backend> Slf<B> {
     pub fn gamma(&self) -> f64 {
         self.gamma
     }
+
+    /// The preconditioner in force (after any fallback of the backend).
+    pub fn precond_kind(&self, p: &Problem<B>) -> PrecondKind {
+        self.precond
+            .as_ref()
+            .map_or(PrecondKind::None, |pc| p.backend.precond_kind(pc))
+    }
+
+    /// The CG tolerance for a gradient of norm `gnorm`; `fresh` when θ moved since the last call.
+    fn forcing(&mut self, gnorm: f64, fresh: bool) -> f64 {
+        match self.cfg.forcing {
+            Forcing::Fixed => self.cfg.cg_tol,
+            Forcing::EisenstatWalker => {
+                if fresh {
+                    if let Some(prev) = self.prev_gnorm.filter(|&x| x > 0.0) {
+                        let mut eta = 0.9 * (gnorm / prev).powi(2);
+                        let safeguard = 0.9 * self.eta * self.eta;
+                        if safeguard > 0.1 {
+                            eta = eta.max(safeguard);
+                        }
+                        self.eta = eta.clamp(self.cfg.cg_tol.min(ETA_MAX), ETA_MAX);
+                    }
+                    self.prev_gnorm = Some(gnorm);
+                }
+                self.eta
+            }
+        }
+    }
 }
 
 impl<B: Backend> Solver<B> for Slf<B> {
     fn save_state(&self, p: &Problem<B>) -> Result<SolverState> {
         let mut s = SolverState::default();
         s.scalars.insert("gamma".into(), self.gamma);
+        s.scalars.insert("eta".into(), self.eta);
+        if let Some(x) = self.prev_gnorm {
+            s.scalars.insert("prev_gnorm".into(), x);
+        }
         if let Some(loss) = self.cached {
             s.scalars.insert("cached_loss".into(), loss);
             s.put(p, "g", &self.g)?;
         }
+        if let Some(sh) = self.pc_shift {
+            s.scalars.insert("pc_gamma".into(), sh.gamma as f64);
+            s.scalars.insert("pc_c".into(), sh.c as f64);
+        }
+        if self.have_step {
+            s.put(p, "step", &self.s)?;
+        }
+        s.scalars
+            .insert("moved".into(), f64::from(u8::from(self.moved)));
         Ok(s)
     }
 
     fn load_state(&mut self, p: &Problem<B>, s: &SolverState) -> Result<()> {
         self.gamma = s.scalar("gamma")?;
+        self.eta = s.scalars.get("eta").copied().unwrap_or(ETA_MAX);
+        self.prev_gnorm = s.scalars.get("prev_gnorm").copied();
+        self.moved = s.scalars.get("moved").is_none_or(|&m| m != 0.0);
         self.cached = s.scalars.get("cached_loss").copied();
         if self.cached.is_some() {
             s.get(p, "g", &mut self.g)?;
+        }
+        self.have_step = s.vectors.contains_key("step");
+        if self.have_step {
+            s.get(p, "step", &mut self.s)?;
+        }
+        // A factor kept across rejected steps is rebuilt as it was: at the same point, with the
+        // same shift (uncounted, as the uninterrupted run did not pay for it again).
+        self.pc_shift = None;
+        if let (Some(g), Some(c)) = (s.scalars.get("pc_gamma"), s.scalars.get("pc_c")) {
+            self.pc_shift = Some(Shift {
+                gamma: *g as f32,
+                c: *c as f32,
+            });
+            self.restore_pc = true;
         }
         Ok(())
     }
@@ -89,31 +183,25 @@ impl<B: Backend> Solver<B> for Slf<B> {
 
     fn next_iter(&mut self, p: &Problem<B>, theta: &mut B::Vector) -> Result<IterReport> {
         let be = p.backend;
+        let fresh = std::mem::replace(&mut self.moved, false);
         let loss = match self.cached {
             Some(e) => e,
             None => p.gradient(theta, &mut self.g)?,
         };
         self.cached = Some(loss);
         let gnorm = be.dot(&self.g, &self.g)?.sqrt();
+        let tol = self.forcing(gnorm, fresh);
         let gamma = self.gamma;
         let rho = self.cfg.rho;
         let c = if gnorm > 0.0 { rho / gnorm } else { 0.0 };
 
-        // Right-hand side b and the point where the curvature is taken.
-        // With ρ = 0 (or g = 0) both SAM variants reduce to plain SLF.
+        // Right-hand side b, and the point where the curvature is taken (θ, or θ̃ for the ascent
+        // form, held in `work`). With ρ = 0 (or g = 0) both SAM variants reduce to plain SLF.
         let sam = self.sam.filter(|_| c > 0.0);
-        let outcome = match sam {
+        match sam {
             None => {
                 be.copy(&self.g, &mut self.b)?;
                 be.scale(-1.0, &mut self.b)?;
-                let tol = self.cfg.cg_tol * gnorm;
-                let th = &*theta;
-                let mut apply = |v: &B::Vector, out: &mut B::Vector| -> Result<()> {
-                    p.curvature_product(th, v, out)?;
-                    be.axpy(gamma as f32, v, out)
-                };
-                self.cg
-                    .solve(be, &mut apply, &self.b, &mut self.s, self.cfg.cg_iters, tol)?
             }
             Some(SamMode::Curvature) => {
                 // b = −(g + c·G g)
@@ -121,19 +209,6 @@ impl<B: Backend> Solver<B> for Slf<B> {
                 be.copy(&self.g, &mut self.b)?;
                 be.axpy(c as f32, &self.work, &mut self.b)?;
                 be.scale(-1.0, &mut self.b)?;
-                let bnorm = be.dot(&self.b, &self.b)?.sqrt();
-                let tol = self.cfg.cg_tol * bnorm;
-                let th = &*theta;
-                let (gv, ggv) = (&mut self.work, &mut self.work2);
-                let mut apply = |v: &B::Vector, out: &mut B::Vector| -> Result<()> {
-                    p.curvature_product(th, v, gv)?;
-                    p.curvature_product(th, gv, ggv)?;
-                    be.copy(gv, out)?;
-                    be.axpy(gamma as f32, v, out)?;
-                    be.axpy(c as f32, ggv, out)
-                };
-                self.cg
-                    .solve(be, &mut apply, &self.b, &mut self.s, self.cfg.cg_iters, tol)?
             }
             Some(SamMode::Ascent) => {
                 // θ̃ = θ + c·g ; g̃ = ∇E(θ̃) ; solve (G(θ̃) + γI) s = −g̃.
@@ -142,17 +217,71 @@ impl<B: Backend> Solver<B> for Slf<B> {
                 p.gradient(&self.work, &mut self.work2)?;
                 be.copy(&self.work2, &mut self.b)?;
                 be.scale(-1.0, &mut self.b)?;
-                let bnorm = be.dot(&self.b, &self.b)?.sqrt();
-                let tol = self.cfg.cg_tol * bnorm;
-                let th = &self.work;
+            }
+        }
+        let ascent = sam == Some(SamMode::Ascent);
+        let cpoint: &B::Vector = if ascent { &self.work } else { &*theta };
+
+        // The preconditioner: rebuilt at each new point; kept (with its old shift) while steps
+        // are rejected, since any fixed SPD M keeps CG exact.
+        if let Some(pc) = self.precond.as_mut() {
+            let shift = Shift {
+                gamma: gamma as f32,
+                c: if sam == Some(SamMode::Curvature) {
+                    c as f32
+                } else {
+                    0.0
+                },
+            };
+            if self.restore_pc {
+                let kept = self.pc_shift.expect("a restored factor has its shift");
+                p.precond_rebuild(cpoint, kept, pc)?;
+                self.restore_pc = false;
+            } else if self.pc_shift.is_none() || ascent {
+                p.precond_build(cpoint, shift, pc)?;
+                self.pc_shift = Some(shift);
+            }
+        }
+        let lim = CgLimits {
+            max_iters: self.cfg.cg_iters,
+            rel_tol: tol,
+            stall: true,
+        };
+        let warm = self.cfg.warm_start && self.have_step;
+        if warm {
+            be.scale(WARM_DECAY, &mut self.s)?;
+        }
+        let pc = self.precond.as_ref();
+        let mut pre = |r: &B::Vector, z: &mut B::Vector| -> Result<()> {
+            p.precond_apply(pc.expect("called only with a preconditioner"), r, z)
+        };
+        let pre: Option<&mut super::cg::Operator<'_, B::Vector>> =
+            if pc.is_some() { Some(&mut pre) } else { None };
+        let outcome = match sam {
+            Some(SamMode::Curvature) => {
+                let (gv, ggv) = (&mut self.work, &mut self.work2);
+                let th = &*theta;
+                let mut apply = |v: &B::Vector, out: &mut B::Vector| -> Result<()> {
+                    p.curvature_product(th, v, gv)?;
+                    p.curvature_product(th, gv, ggv)?;
+                    be.copy(gv, out)?;
+                    be.axpy(gamma as f32, v, out)?;
+                    be.axpy(c as f32, ggv, out)
+                };
+                self.cg
+                    .solve(be, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
+            }
+            _ => {
+                let th: &B::Vector = if ascent { &self.work } else { &*theta };
                 let mut apply = |v: &B::Vector, out: &mut B::Vector| -> Result<()> {
                     p.curvature_product(th, v, out)?;
                     be.axpy(gamma as f32, v, out)
                 };
                 self.cg
-                    .solve(be, &mut apply, &self.b, &mut self.s, self.cfg.cg_iters, tol)?
+                    .solve(be, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
             }
         };
+        self.have_step = true;
 
         // Quadratic model m(ηs) = −η bᵀs + ½η² sᵀAs, with sᵀAs = sᵀb − sᵀr.
         let eta = self.cfg.eta;
@@ -160,7 +289,8 @@ impl<B: Backend> Solver<B> for Slf<B> {
         let predicted = eta * outcome.xb - 0.5 * eta * eta * sas;
         be.waxpy(eta as f32, &self.s, theta, &mut self.trial)?;
         p.project(&mut self.trial)?;
-        let new_loss = p.loss(&self.trial)?;
+        // The trial's gradient gives its loss too, and is the next epoch's when the step is taken.
+        let new_loss = p.gradient(&self.trial, &mut self.g_trial)?;
 
         let accepted = match self.cfg.damping {
             Damping::Fixed => new_loss.is_finite(),
@@ -181,7 +311,10 @@ impl<B: Backend> Solver<B> for Slf<B> {
         };
         let loss_after = if accepted {
             std::mem::swap(theta, &mut self.trial);
-            self.cached = None;
+            std::mem::swap(&mut self.g, &mut self.g_trial);
+            self.cached = Some(new_loss);
+            self.pc_shift = None;
+            self.moved = true;
             new_loss
         } else {
             loss

@@ -66,7 +66,7 @@ impl Reference {
     }
 
     /// ∂r̂_k/∂θ as (index, value) pairs.
-    fn jrow(&self, th: &[f64], k: usize) -> Vec<(usize, f64)> {
+    pub fn jrow(&self, th: &[f64], k: usize) -> Vec<(usize, f64)> {
         let l = &self.layout;
         let (a, b) = self.rows(k);
         let mut out = Vec::new();

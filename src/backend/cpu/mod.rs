@@ -2,7 +2,10 @@
 //! chosen size. Every reduction adds fixed-size partials in order, so results are bitwise
 //! reproducible for any thread count.
 
+mod precond;
 mod sparse;
+
+pub use precond::CpuPrecond;
 mod vector;
 
 use super::{Backend, DeviceInfo};

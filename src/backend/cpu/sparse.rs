@@ -5,7 +5,9 @@
 
 use super::vector::CHUNK;
 use super::{CpuBackend, Fusion};
-use crate::backend::{check_entries, check_shape, Curvature, EvalSums, SparseOps};
+use crate::backend::{
+    check_entries, check_shape, Curvature, EvalSums, PrecondKind, Shift, SparseOps,
+};
 use crate::data::{Compressed, Matrix, Ratings};
 use crate::error::Result;
 use crate::model::{Layout, ModelKind};
@@ -503,6 +505,46 @@ impl CpuBackend {
 impl SparseOps for CpuBackend {
     type Matrix = Matrix;
     type Entries = Ratings;
+    type Precond = super::CpuPrecond;
+
+    fn precond_new(
+        &self,
+        m: &Matrix,
+        layout: &Layout,
+        kind: PrecondKind,
+        sam: bool,
+    ) -> Result<super::CpuPrecond> {
+        check_shape(m.n_users(), m.n_items(), layout)?;
+        Ok(super::CpuPrecond::new(layout, kind, sam))
+    }
+
+    fn precond_kind(&self, pc: &super::CpuPrecond) -> PrecondKind {
+        pc.kind()
+    }
+
+    fn precond_build(
+        &self,
+        m: &Matrix,
+        layout: &Layout,
+        theta: &Vec<f32>,
+        reg: &Vec<f32>,
+        shift: Shift,
+        pc: &mut super::CpuPrecond,
+    ) -> Result<()> {
+        self.precond_build_host(m, layout, theta, reg, shift, pc);
+        Ok(())
+    }
+
+    fn precond_apply(
+        &self,
+        pc: &super::CpuPrecond,
+        layout: &Layout,
+        r: &Vec<f32>,
+        z: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.precond_apply_host(pc, layout, r, z);
+        Ok(())
+    }
 
     fn upload_matrix(&self, m: &Matrix, layout: &Layout) -> Result<Matrix> {
         check_shape(m.n_users(), m.n_items(), layout)?;

@@ -21,6 +21,7 @@
 
 pub mod blocking;
 mod ops;
+pub mod precond;
 pub mod shaders;
 
 use crate::backend::{Backend, DeviceInfo};

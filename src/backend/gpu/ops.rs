@@ -13,7 +13,8 @@ use super::shaders::{
 };
 use super::{GpuBackend, GpuVector, State, Stored};
 use crate::backend::{
-    check_entries, check_shape, AdamHyper, Curvature, EvalSums, SparseOps, VectorOps,
+    check_entries, check_shape, AdamHyper, Curvature, EvalSums, PrecondKind, Shift, SparseOps,
+    VectorOps,
 };
 use crate::data::{Compressed, Matrix, Ratings};
 use crate::error::{Error, Result};
@@ -22,39 +23,39 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// Most workgroups of an element-wise grid (the per-dimension limit).
-const MAX_GROUPS: u32 = 65_535;
+pub(super) const MAX_GROUPS: u32 = 65_535;
 /// Workgroups of a reduction (so at most this many partials per reduction).
 const REDUCE_GROUPS: u32 = 1024;
 /// Most workgroups of a row pass per tile.
-const ROW_GROUPS: u32 = 4096;
+pub(super) const ROW_GROUPS: u32 = 4096;
 
 /// A run of rows of one own row block, restricted to the columns of one row block of the other
 /// side, with column indices local to that block.
-struct Tile {
-    own: usize,
-    other: usize,
+pub(super) struct Tile {
+    pub(super) own: usize,
+    pub(super) other: usize,
     /// First row, relative to the own block.
-    row_start: u32,
-    n_rows: u32,
+    pub(super) row_start: u32,
+    pub(super) n_rows: u32,
     /// The tiles over the same rows with `other == 0` initialise them; those with the last
     /// `other` finish them.
-    first: bool,
-    last: bool,
+    pub(super) first: bool,
+    pub(super) last: bool,
     /// Row offsets and (column, rating) pairs.
-    data: Stored,
+    pub(super) data: Stored,
 }
 
 /// One side (CSR by user or CSC by item) on the device, in tiles ordered by own block, then other
 /// block, then row.
 pub struct GpuSide {
-    tiles: Vec<Tile>,
+    pub(super) tiles: Vec<Tile>,
 }
 
 /// The training matrix on the device, tiled for one model shape.
 pub struct GpuMatrix {
-    users: GpuSide,
-    items: GpuSide,
-    blocking: Arc<Blocking>,
+    pub(super) users: GpuSide,
+    pub(super) items: GpuSide,
+    pub(super) blocking: Arc<Blocking>,
 }
 
 impl GpuMatrix {
@@ -93,7 +94,11 @@ struct EntryTile {
 type Operands<'a> = [(u32, &'a GpuVector)];
 
 impl GpuBackend {
-    fn new_vector(&self, blocking: Arc<Blocking>, data: Option<&[f32]>) -> Result<GpuVector> {
+    pub(super) fn new_vector(
+        &self,
+        blocking: Arc<Blocking>,
+        data: Option<&[f32]>,
+    ) -> Result<GpuVector> {
         let host = data.map(|d| blocking.scatter(d));
         let mut segs = Vec::with_capacity(blocking.segs.len());
         for (k, &n) in blocking.segs.iter().enumerate() {
@@ -125,7 +130,7 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn check_vector(&self, blocking: &Arc<Blocking>, v: &GpuVector) -> Result<()> {
+    pub(super) fn check_vector(&self, blocking: &Arc<Blocking>, v: &GpuVector) -> Result<()> {
         if !Self::compatible(blocking, &v.blocking) {
             return Err(Error::Unsupported(format!(
                 "a vector of length {} ({} segments) is not laid out as the model's {} parameters \
@@ -286,7 +291,7 @@ impl GpuBackend {
     }
 
     /// Params shared by every sparse kernel of a model: f, flags and μ.
-    fn model_params(layout: &Layout) -> Params {
+    pub(super) fn model_params(layout: &Layout) -> Params {
         let mut flags = 0;
         if layout.has_biases() {
             flags |= FLAG_BIASES;
@@ -303,7 +308,7 @@ impl GpuBackend {
     }
 
     /// Copies d of θ (and of the direction) into the `glob` uniform ahead of the next passes.
-    fn load_glob(
+    pub(super) fn load_glob(
         &self,
         st: &mut State,
         layout: &Layout,
@@ -430,7 +435,7 @@ impl GpuBackend {
 
     /// Workgroups of a row pass over `n` rows: one row per invocation, or per subgroup (at least
     /// 256 / the largest subgroup size rows per workgroup).
-    fn row_groups(&self, n: u32) -> u32 {
+    pub(super) fn row_groups(&self, n: u32) -> u32 {
         let per_row = if self.subgroups {
             self.info.subgroup_max_size.clamp(1, 256) as usize
         } else {
@@ -448,7 +453,12 @@ impl GpuBackend {
     }
 
     /// Scratch for the UDV d block: the largest user block × f.
-    fn reserve_dblock(&self, st: &mut State, b: &Blocking, layout: &Layout) -> Result<()> {
+    pub(super) fn reserve_dblock(
+        &self,
+        st: &mut State,
+        b: &Blocking,
+        layout: &Layout,
+    ) -> Result<()> {
         let pb = b.params.as_ref().expect("parameter blocking");
         let rows = pb.users.iter().map(|u| u.rows.len()).max().unwrap_or(0);
         self.reserve_scratch(st, rows * layout.rank)
@@ -685,6 +695,43 @@ impl VectorOps for GpuBackend {
 }
 
 impl SparseOps for GpuBackend {
+    type Precond = super::precond::GpuPrecond;
+
+    fn precond_new(
+        &self,
+        m: &GpuMatrix,
+        layout: &Layout,
+        kind: PrecondKind,
+        sam: bool,
+    ) -> Result<super::precond::GpuPrecond> {
+        self.precond_alloc(m, layout, kind, sam)
+    }
+
+    fn precond_kind(&self, pc: &super::precond::GpuPrecond) -> PrecondKind {
+        pc.kind
+    }
+
+    fn precond_build(
+        &self,
+        m: &GpuMatrix,
+        layout: &Layout,
+        theta: &GpuVector,
+        reg: &GpuVector,
+        shift: Shift,
+        pc: &mut super::precond::GpuPrecond,
+    ) -> Result<()> {
+        self.precond_factor(m, layout, theta, reg, shift, pc)
+    }
+
+    fn precond_apply(
+        &self,
+        pc: &super::precond::GpuPrecond,
+        layout: &Layout,
+        r: &GpuVector,
+        z: &mut GpuVector,
+    ) -> Result<()> {
+        self.precond_solve(pc, layout, r, z)
+    }
     type Matrix = GpuMatrix;
     type Entries = GpuEntries;
 

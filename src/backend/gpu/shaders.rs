@@ -47,6 +47,7 @@ pub const FILES: &[ShaderFile] = &[
     shader_file!("curv_sg.wgsl", true, true),
     shader_file!("dblock.wgsl", false, false),
     shader_file!("eval.wgsl", true, false),
+    shader_file!("precond.wgsl", true, false),
 ];
 
 /// Every kernel: (entry point, file).
@@ -70,10 +71,16 @@ pub enum Kernel {
     CurvRowsSg,
     DColsum,
     EvalEntries,
+    PcGram,
+    PcFactor,
+    PcDiag,
+    PcApply,
+    PcDinv,
+    PcDapply,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::Fill,
         Kernel::Copy,
         Kernel::Axpy,
@@ -92,6 +99,12 @@ impl Kernel {
         Kernel::CurvRowsSg,
         Kernel::DColsum,
         Kernel::EvalEntries,
+        Kernel::PcGram,
+        Kernel::PcFactor,
+        Kernel::PcDiag,
+        Kernel::PcApply,
+        Kernel::PcDinv,
+        Kernel::PcDapply,
     ];
 
     /// The WGSL entry point.
@@ -115,6 +128,12 @@ impl Kernel {
             Kernel::CurvRowsSg => "curv_rows_sg",
             Kernel::DColsum => "d_colsum",
             Kernel::EvalEntries => "eval_entries",
+            Kernel::PcGram => "pc_gram",
+            Kernel::PcFactor => "pc_factor",
+            Kernel::PcDiag => "pc_diag",
+            Kernel::PcApply => "pc_apply",
+            Kernel::PcDinv => "pc_dinv",
+            Kernel::PcDapply => "pc_dapply",
         }
     }
 
@@ -144,6 +163,12 @@ impl Kernel {
             Kernel::CurvRowsSg => "curv_sg.wgsl",
             Kernel::DColsum => "dblock.wgsl",
             Kernel::EvalEntries => "eval.wgsl",
+            Kernel::PcGram
+            | Kernel::PcFactor
+            | Kernel::PcDiag
+            | Kernel::PcApply
+            | Kernel::PcDinv
+            | Kernel::PcDapply => "precond.wgsl",
         }
     }
 }

@@ -1,0 +1,285 @@
+//! The preconditioners on the host: per-row Gram blocks built over the CSR (users) and the CSC
+//! (items), shifted and factored in place, applied row by row. Mirrors `shaders/precond.wgsl`.
+
+use super::CpuBackend;
+use crate::backend::precond::{
+    block_width, factor_block, has_d, max_block_width, packed_at, packed_len, row_coords,
+    shifted_diag, solve_packed, PrecondKind, Shift,
+};
+use crate::data::{Compressed, Matrix};
+use crate::model::{Layout, ModelKind};
+use rayon::prelude::*;
+
+/// Rows per parallel task (and per f64 partial of the d diagonal).
+const ROWS: usize = 64;
+
+/// A preconditioner on the host.
+pub struct CpuPrecond {
+    kind: PrecondKind,
+    /// Block width w (block_jacobi).
+    width: usize,
+    /// Packed factors, one per user / per item (block_jacobi).
+    users: Vec<f32>,
+    items: Vec<f32>,
+    /// 1/M for the d coordinates (block_jacobi, UDV), or for every coordinate (jacobi).
+    inv: Vec<f32>,
+}
+
+impl CpuPrecond {
+    pub(super) fn new(layout: &Layout, kind: PrecondKind, sam: bool) -> Self {
+        let w = block_width(layout);
+        let kind = match kind {
+            PrecondKind::BlockJacobi if w > max_block_width(sam) => PrecondKind::Jacobi,
+            k => k,
+        };
+        let t = packed_len(w);
+        let (users, items, inv) = match kind {
+            PrecondKind::None => (vec![], vec![], vec![]),
+            PrecondKind::Jacobi => (vec![], vec![], vec![1.0; layout.len()]),
+            PrecondKind::BlockJacobi => (
+                vec![0.0; layout.n_users * t],
+                vec![0.0; layout.n_items * t],
+                vec![1.0; if has_d(layout) { layout.rank } else { 0 }],
+            ),
+        };
+        CpuPrecond {
+            kind,
+            width: w,
+            users,
+            items,
+            inv,
+        }
+    }
+
+    pub(super) fn kind(&self) -> PrecondKind {
+        self.kind
+    }
+}
+
+/// The other side's coordinates of entry (r, c) as seen by own row r: x = [other_c; 1] (LF with
+/// biases) or other_c (LF, UDV; the d scaling of UDV is applied to the finished block).
+#[inline]
+fn entry_vector(layout: &Layout, theta: &[f32], users: bool, c: usize, x: &mut [f32]) {
+    let f = layout.rank;
+    let (oc, _) = row_coords(layout, !users, c);
+    x[..f].copy_from_slice(&theta[oc..oc + f]);
+    if layout.has_biases() {
+        x[f] = 1.0;
+    }
+}
+
+/// Ridge weights of own row r's block coordinates.
+fn row_reg(layout: &Layout, reg: &[f32], users: bool, r: usize, out: &mut [f32]) {
+    let f = layout.rank;
+    let (fo, bo) = row_coords(layout, users, r);
+    out[..f].copy_from_slice(&reg[fo..fo + f]);
+    if let Some(b) = bo {
+        out[f] = reg[b];
+    }
+}
+
+/// Per task: its d-diagonal partials, and (jacobi) each row's 1/M values.
+type SidePartial = (Vec<f64>, Vec<(usize, Vec<f32>)>);
+
+impl CpuBackend {
+    /// Builds one side's blocks (block_jacobi) or diagonal (jacobi); returns, on the user side of
+    /// UDV, the d diagonal Σ_u Σ_{i∈Ω_u} (U_uk V_ik)² (f64 partials added in row-block order).
+    #[allow(clippy::too_many_arguments)]
+    fn precond_side(
+        &self,
+        layout: &Layout,
+        csr: &Compressed,
+        theta: &[f32],
+        reg: &[f32],
+        shift: Shift,
+        users: bool,
+        pc: &mut CpuPrecond,
+    ) -> Vec<f64> {
+        let f = layout.rank;
+        let w = pc.width;
+        let t = packed_len(w);
+        let udv_d = users && has_d(layout);
+        let kind = pc.kind;
+        let blocks: &mut [f32] = match (kind, users) {
+            (PrecondKind::BlockJacobi, true) => &mut pc.users,
+            (PrecondKind::BlockJacobi, false) => &mut pc.items,
+            _ => &mut [],
+        };
+        let n_rows = csr.n_rows;
+        // Jacobi writes 1/M straight into θ-shaped `inv`: gather the rows' results per task.
+        let results: Vec<SidePartial> = self.install(|| {
+            let chunk_len = if kind == PrecondKind::BlockJacobi {
+                ROWS * t
+            } else {
+                0
+            };
+            let tasks: Vec<(usize, &mut [f32])> = if chunk_len > 0 {
+                blocks.chunks_mut(chunk_len).enumerate().collect()
+            } else {
+                (0..n_rows.div_ceil(ROWS))
+                    .map(|k| (k, <&mut [f32]>::default()))
+                    .collect()
+            };
+            tasks
+                .into_par_iter()
+                .map(|(k, out)| {
+                    let mut dpart = vec![0f64; if udv_d { f } else { 0 }];
+                    let mut diags = Vec::new();
+                    let mut x = vec![0f32; w];
+                    let mut dreg = vec![0f32; w];
+                    let mut work = vec![0f32; t];
+                    let mut gram = vec![0f32; t];
+                    for r in k * ROWS..((k + 1) * ROWS).min(n_rows) {
+                        gram.fill(0.0);
+                        for e in csr.row_range(r) {
+                            let c = csr.index[e] as usize;
+                            entry_vector(layout, theta, users, c, &mut x);
+                            if kind == PrecondKind::BlockJacobi {
+                                for j in 0..w {
+                                    let xj = x[j];
+                                    let row = &mut gram[packed_at(j, 0)..packed_at(j, j) + 1];
+                                    for (g, &xk) in row.iter_mut().zip(&x[..=j]) {
+                                        *g += xj * xk;
+                                    }
+                                }
+                            } else {
+                                for j in 0..w {
+                                    gram[packed_at(j, j)] += x[j] * x[j];
+                                }
+                            }
+                        }
+                        if udv_d {
+                            // Σ_i (U_uk V_ik)² = U_uk² S_kk, with S the unscaled block.
+                            let (uo, _) = row_coords(layout, true, r);
+                            for k in 0..f {
+                                let u = theta[uo + k];
+                                dpart[k] += (u * u * gram[packed_at(k, k)]) as f64;
+                            }
+                        }
+                        if layout.kind == ModelKind::Udv {
+                            // UDV: ∂r̂/∂U_u = d ⊙ V_i, so the block is diag(d)·S·diag(d).
+                            let d = &theta[layout.d_off()..layout.d_off() + f];
+                            for j in 0..f {
+                                for k in 0..=j {
+                                    gram[packed_at(j, k)] *= d[j] * d[k];
+                                }
+                            }
+                        }
+                        row_reg(layout, reg, users, r, &mut dreg);
+                        if kind == PrecondKind::BlockJacobi {
+                            factor_block(&mut gram, &dreg, shift, &mut work);
+                            let j = r - k * ROWS;
+                            out[j * t..(j + 1) * t].copy_from_slice(&gram);
+                        } else {
+                            let inv: Vec<f32> = (0..w)
+                                .map(|j| 1.0 / shifted_diag(gram[packed_at(j, j)], dreg[j], shift))
+                                .collect();
+                            diags.push((r, inv));
+                        }
+                    }
+                    (dpart, diags)
+                })
+                .collect()
+        });
+        let mut dsum = vec![0f64; if udv_d { f } else { 0 }];
+        for (dpart, diags) in results {
+            for (a, b) in dsum.iter_mut().zip(dpart) {
+                *a += b;
+            }
+            for (r, inv) in diags {
+                let (fo, bo) = row_coords(layout, users, r);
+                pc.inv[fo..fo + f].copy_from_slice(&inv[..f]);
+                if let Some(b) = bo {
+                    pc.inv[b] = inv[f];
+                }
+            }
+        }
+        dsum
+    }
+
+    pub(super) fn precond_build_host(
+        &self,
+        m: &Matrix,
+        layout: &Layout,
+        theta: &[f32],
+        reg: &[f32],
+        shift: Shift,
+        pc: &mut CpuPrecond,
+    ) {
+        if pc.kind == PrecondKind::None {
+            return;
+        }
+        let dsum = self.precond_side(layout, &m.by_user, theta, reg, shift, true, pc);
+        self.precond_side(layout, &m.by_item, theta, reg, shift, false, pc);
+        if has_d(layout) {
+            let off = layout.d_off();
+            let at = if pc.kind == PrecondKind::Jacobi {
+                off
+            } else {
+                0
+            };
+            for k in 0..layout.rank {
+                pc.inv[at + k] = 1.0 / shifted_diag(dsum[k] as f32, reg[off + k], shift);
+            }
+        }
+    }
+
+    pub(super) fn precond_apply_host(
+        &self,
+        pc: &CpuPrecond,
+        layout: &Layout,
+        r: &[f32],
+        z: &mut [f32],
+    ) {
+        match pc.kind {
+            PrecondKind::None => z.copy_from_slice(r),
+            PrecondKind::Jacobi => self.install(|| {
+                z.par_iter_mut()
+                    .zip(r.par_iter().zip(pc.inv.par_iter()))
+                    .for_each(|(z, (r, m))| *z = r * m)
+            }),
+            PrecondKind::BlockJacobi => {
+                let f = layout.rank;
+                let w = pc.width;
+                let t = packed_len(w);
+                // Solve each row's block into a row-ordered buffer, then scatter.
+                let solve_side = |users: bool, blocks: &[f32]| -> Vec<f32> {
+                    let n = blocks.len() / t.max(1);
+                    let mut out = vec![0f32; n * w];
+                    out.par_chunks_mut(ROWS * w)
+                        .enumerate()
+                        .for_each(|(k, chunk)| {
+                            let mut rr = vec![0f32; w];
+                            for (j, zz) in chunk.chunks_mut(w).enumerate() {
+                                let row = k * ROWS + j;
+                                let (fo, bo) = row_coords(layout, users, row);
+                                rr[..f].copy_from_slice(&r[fo..fo + f]);
+                                if let Some(b) = bo {
+                                    rr[f] = r[b];
+                                }
+                                solve_packed(&blocks[row * t..(row + 1) * t], &rr, zz);
+                            }
+                        });
+                    out
+                };
+                let (zu, zi) =
+                    self.install(|| (solve_side(true, &pc.users), solve_side(false, &pc.items)));
+                for (users, zs) in [(true, &zu), (false, &zi)] {
+                    for (row, zz) in zs.chunks(w).enumerate() {
+                        let (fo, bo) = row_coords(layout, users, row);
+                        z[fo..fo + f].copy_from_slice(&zz[..f]);
+                        if let Some(b) = bo {
+                            z[b] = zz[f];
+                        }
+                    }
+                }
+                if has_d(layout) {
+                    let off = layout.d_off();
+                    for k in 0..layout.rank {
+                        z[off + k] = r[off + k] * pc.inv[k];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Preconditioners of the curvature systems solved by CG (docs/ALGORITHMS.md, "Preconditioning"),
+//! and the host maths both backends share: the per-row block layout, the shifted block
+//! M_r = B_r + γI + c·B_r² with B_r = G_r + D_r, its Cholesky factor and the triangular solves.
+//!
+//! Blocks are stored packed, lower triangle by rows: entry (j, k), j ≥ k, at j(j+1)/2 + k. The
+//! factorisation is right-looking in the same order as the WGSL kernel (`shaders/precond.wgsl`), so
+//! every entry sees the same subtractions in the same order on both backends.
+
+use crate::model::{Layout, ModelKind};
+use serde::{Deserialize, Serialize};
+
+/// Which preconditioner CG uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecondKind {
+    /// Plain CG.
+    None,
+    /// The diagonal of the curvature operator.
+    Jacobi,
+    /// Per user and per item, the dense block of the Gauss–Newton matrix over that row's factors
+    /// (and bias), factored by Cholesky; the UDV d coordinates use their diagonal.
+    #[default]
+    BlockJacobi,
+}
+
+/// The shift applied to every block before it is factored: M = B + γI + c·B² with B = G + D.
+/// `c` is SSLF's curvature-form weight ρ/‖g‖ (0 otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Shift {
+    pub gamma: f32,
+    pub c: f32,
+}
+
+/// Most block width (factor coordinates, plus the bias) factored as one block; wider models use
+/// the Jacobi preconditioner. The GPU kernel keeps a block and, for SSLF, its square in 3,584
+/// floats of workgroup memory, which bounds it there.
+pub fn max_block_width(sam: bool) -> usize {
+    if sam {
+        59
+    } else {
+        84
+    }
+}
+
+/// Coordinates of one row's block: the factor row, then the bias (LF with biases).
+pub fn block_width(layout: &Layout) -> usize {
+    layout.rank + usize::from(layout.has_biases())
+}
+
+/// Floats of one packed block of width `w`.
+pub fn packed_len(w: usize) -> usize {
+    w * (w + 1) / 2
+}
+
+/// Index of (j, k), j ≥ k, in a packed block.
+#[inline(always)]
+pub fn packed_at(j: usize, k: usize) -> usize {
+    j * (j + 1) / 2 + k
+}
+
+/// The scalar M = b + γ + c·b² of a diagonal entry with curvature `g` and ridge weight `d`.
+#[inline]
+pub fn shifted_diag(g: f32, d: f32, s: Shift) -> f32 {
+    let b = g + d;
+    b + s.gamma + s.c * b * b
+}
+
+/// Turns the packed Gram block `a` (G_r) into the Cholesky factor L of
+/// M_r = B + γI + c·B², B = G_r + diag(`dreg`). `work` holds at least `packed_len(w)` floats.
+/// A pivot that is not positive (only possible through rounding, as M is positive definite) is
+/// replaced by a small positive value, so the factor always exists.
+pub fn factor_block(a: &mut [f32], dreg: &[f32], s: Shift, work: &mut [f32]) {
+    let w = dreg.len();
+    for (j, &d) in dreg.iter().enumerate() {
+        a[packed_at(j, j)] += d;
+    }
+    if s.c != 0.0 {
+        // work ← B, then a ← B + c·B², each entry summed over l in ascending order.
+        let n = packed_len(w);
+        work[..n].copy_from_slice(&a[..n]);
+        let b = |j: usize, k: usize| {
+            if j >= k {
+                work[packed_at(j, k)]
+            } else {
+                work[packed_at(k, j)]
+            }
+        };
+        for j in 0..w {
+            for k in 0..=j {
+                let mut sq = 0f32;
+                for l in 0..w {
+                    sq += b(j, l) * b(l, k);
+                }
+                a[packed_at(j, k)] += s.c * sq;
+            }
+        }
+    }
+    for j in 0..w {
+        a[packed_at(j, j)] += s.gamma;
+    }
+    cholesky_packed(a, w);
+}
+
+/// In-place right-looking Cholesky of a packed SPD block of width `w`.
+pub fn cholesky_packed(a: &mut [f32], w: usize) {
+    let floor = pivot_floor(a, w);
+    for k in 0..w {
+        let piv = a[packed_at(k, k)];
+        let lkk = if piv > floor {
+            piv.sqrt()
+        } else {
+            floor.sqrt()
+        };
+        a[packed_at(k, k)] = lkk;
+        for j in k + 1..w {
+            a[packed_at(j, k)] /= lkk;
+        }
+        for j in k + 1..w {
+            let ljk = a[packed_at(j, k)];
+            for i in k + 1..=j {
+                a[packed_at(j, i)] -= ljk * a[packed_at(i, k)];
+            }
+        }
+    }
+}
+
+/// The smallest pivot accepted: 1e-7 of the mean diagonal (and a tiny absolute floor).
+pub fn pivot_floor(a: &[f32], w: usize) -> f32 {
+    let mut tr = 0f32;
+    for j in 0..w {
+        tr += a[packed_at(j, j)];
+    }
+    (1e-7 * tr / w.max(1) as f32).max(1e-30)
+}
+
+/// z ← (L Lᵀ)⁻¹ r for a packed factor L of width w.
+pub fn solve_packed(l: &[f32], r: &[f32], z: &mut [f32]) {
+    let w = r.len();
+    for j in 0..w {
+        let mut s = r[j];
+        for k in 0..j {
+            s -= l[packed_at(j, k)] * z[k];
+        }
+        z[j] = s / l[packed_at(j, j)];
+    }
+    for j in (0..w).rev() {
+        let mut s = z[j];
+        for k in j + 1..w {
+            s -= l[packed_at(k, j)] * z[k];
+        }
+        z[j] = s / l[packed_at(j, j)];
+    }
+}
+
+/// The coordinates of θ that form own row `r`'s block on one side: factor row start, and the
+/// bias coordinate (LF with biases).
+pub fn row_coords(layout: &Layout, users: bool, r: usize) -> (usize, Option<usize>) {
+    let f = layout.rank;
+    let (fo, bo) = if users {
+        (layout.p_off(), layout.b_off())
+    } else {
+        (layout.q_off(), layout.c_off())
+    };
+    (fo + r * f, layout.has_biases().then_some(bo + r))
+}
+
+/// True when the model has a d block (UDV), preconditioned by its diagonal.
+pub fn has_d(layout: &Layout) -> bool {
+    layout.kind == ModelKind::Udv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_cholesky_solves_a_spd_block() {
+        // A = LLᵀ for a known L; the solve recovers x from Ax.
+        let w = 4;
+        let mut a = vec![0f32; packed_len(w)];
+        let full = [
+            [4.0f32, 1.0, 0.5, 0.2],
+            [1.0, 3.0, 0.3, 0.1],
+            [0.5, 0.3, 2.0, 0.4],
+            [0.2, 0.1, 0.4, 1.5],
+        ];
+        for j in 0..w {
+            for k in 0..=j {
+                a[packed_at(j, k)] = full[j][k];
+            }
+        }
+        cholesky_packed(&mut a, w);
+        let x = [1.0f32, -2.0, 0.5, 3.0];
+        let b: Vec<f32> = (0..w)
+            .map(|j| (0..w).map(|k| full[j][k] * x[k]).sum())
+            .collect();
+        let mut z = vec![0f32; w];
+        solve_packed(&a, &b, &mut z);
+        for j in 0..w {
+            assert!((z[j] - x[j]).abs() < 1e-5, "{z:?}");
+        }
+    }
+}
