@@ -79,6 +79,10 @@ pub struct RunConfig {
     /// After the first validation gain, stop once this many steps in a row were rejected (the
     /// solver is at a minimum of its model and further epochs only pay for rejections); 0 never.
     pub max_rejected: usize,
+    /// After early stopping picks the epoch count on the validation split, retrain from the same
+    /// seed on train + validation for that many epochs; the test split is then read once, for
+    /// the refitted model.
+    pub refit: bool,
     /// Seed of the initialisation (and of SGD's shuffles).
     pub seed: u64,
     pub backend: BackendChoice,
@@ -101,6 +105,7 @@ impl Default for RunConfig {
             patience: 10,
             min_delta: 1e-5,
             max_rejected: 5,
+            refit: false,
             seed: 1,
             backend: BackendChoice::Cpu,
             threads: 0,

@@ -408,6 +408,13 @@ pub fn print_summary(s: &Summary) {
     if let (Some(r), Some(m)) = (s.best_valid_rmse, s.best_valid_mae) {
         println!("valid: rmse {r:.5} mae {m:.5} ({} entries)", s.n_valid);
     }
+    if let Some(r) = &s.refit {
+        println!(
+            "refit: {} epochs on train + validation ({} entries), {} passes, {:.2} s; the test \
+             line is the refitted model's",
+            r.epochs, r.train_entries, r.passes, r.seconds
+        );
+    }
     if let Some(t) = &s.test {
         println!(
             "test:  rmse {:.5} mae {:.5} | clipped rmse {:.5} mae {:.5} ({} entries, {} cold)",

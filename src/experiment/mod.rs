@@ -120,6 +120,30 @@ pub struct Summary {
     pub final_loss: f64,
     /// Spectrum of the learned factor product (P·Qᵀ or U·diag(d)·Vᵀ).
     pub rank_report: RankReport,
+    /// With `train.refit`: the retraining on train + validation whose model `test` describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refit: Option<RefitReport>,
+}
+
+/// The refit run of `train.refit`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefitReport {
+    /// Epochs run: the selection run's best epoch.
+    pub epochs: usize,
+    /// Training entries (train + validation).
+    pub train_entries: usize,
+    pub passes: u64,
+    pub seconds: f64,
+    pub final_loss: f64,
+}
+
+/// An observer that records nothing (the refit run).
+struct Silent;
+
+impl Observer for Silent {
+    fn epoch(&mut self, _record: &EpochRecord) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A finished run: its summary and the parameters at the best-validation epoch.
@@ -175,8 +199,66 @@ pub fn train<B: Backend>(
     train_with(backend, cfg, data, observer, None)
 }
 
-/// Trains one model on `backend`, writing checkpoints and resuming from one as `ck` says.
+/// Trains one model on `backend`, writing checkpoints and resuming from one as `ck` says. With
+/// `train.refit`, the run selects the epoch count on the validation split without reading the
+/// test split, then retrains on train + validation for that many epochs and reports the test
+/// metrics of that model.
 pub fn train_with<B: Backend>(
+    backend: &B,
+    cfg: &TrainConfig,
+    data: &Prepared,
+    observer: &mut dyn Observer,
+    ck: Option<Checkpointing>,
+) -> Result<Trained> {
+    if !cfg.train.refit {
+        return train_once(backend, cfg, data, observer, ck);
+    }
+    let selection_data = Prepared {
+        test: crate::data::Ratings::default(),
+        ..data.clone()
+    };
+    let sel = train_once(backend, cfg, &selection_data, observer, ck)?;
+    if sel.summary.stop == Stop::Interrupted || sel.summary.stop == Stop::Diverged {
+        return Ok(sel);
+    }
+    let mut rc = cfg.clone();
+    rc.train.refit = false;
+    rc.train.max_epochs = sel.summary.best_epoch;
+    rc.train.patience = usize::MAX;
+    rc.train.max_rejected = 0;
+    rc.train.min_delta = 0.0;
+    let mut all = data.clone();
+    for k in 0..data.valid.nnz() {
+        all.train.push(
+            data.valid.users[k],
+            data.valid.items[k],
+            data.valid.values[k],
+        );
+    }
+    all.valid = crate::data::Ratings::default();
+    let refit = train_once(backend, &rc, &all, &mut Silent, None)?;
+    let mut summary = sel.summary;
+    summary.refit = Some(RefitReport {
+        epochs: refit.summary.epochs,
+        train_entries: all.train.nnz(),
+        passes: refit.summary.passes_to_best,
+        seconds: refit.summary.total_seconds,
+        final_loss: refit.summary.final_loss,
+    });
+    summary.total_seconds += refit.summary.total_seconds;
+    summary.test = refit.summary.test;
+    summary.cold_test_entries = refit.summary.cold_test_entries;
+    summary.n_test = refit.summary.n_test;
+    summary.rank_report = refit.summary.rank_report;
+    Ok(Trained {
+        summary,
+        layout: refit.layout,
+        theta: refit.theta,
+        clip: refit.clip,
+    })
+}
+
+fn train_once<B: Backend>(
     backend: &B,
     cfg: &TrainConfig,
     data: &Prepared,
@@ -402,6 +484,7 @@ pub fn train_with<B: Backend>(
         seconds_per_epoch: record.elapsed_s / epochs.max(1) as f64,
         final_loss: record.loss,
         rank_report: rank,
+        refit: None,
     };
     observer.finish(&summary)?;
     Ok(Trained {
