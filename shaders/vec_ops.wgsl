@@ -25,6 +25,15 @@ fn fill(ids: Ids) {
     }
 }
 
+// out = (|x| + a)²  (the ASAM metric T² with T = |θ| + η)
+@compute @workgroup_size(256)
+fn abs_shift_sq(ids: Ids) {
+    for (var k = ids.gid.x; k < p.n; k = k + ids.nwg.x * WG) {
+        let t = abs(x[k]) + p.a;
+        out[k] = t * t;
+    }
+}
+
 // out = x
 @compute @workgroup_size(256)
 fn copy(ids: Ids) {

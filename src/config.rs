@@ -359,7 +359,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(cfg.solver.rho, 0.3);
+        assert_eq!(cfg.solver.rho, Some(0.3));
         assert_eq!(cfg.solver.name, crate::solver::SolverKind::Sslf);
         assert_eq!(cfg.train.max_epochs, 3);
         let e = TrainConfig::from_json("c.json", "{}", &["solver.rhoo=1".into()])

@@ -483,7 +483,96 @@ fn pcg_needs_fewer_iterations_than_cg<B: Backend>(b: &B) {
     );
 }
 
+/// The SAM scales: per-row ρ/‖g_row‖ and the ASAM metric (|θ| + η)², against host f64 loops.
+fn sam_scales_match_reference<B: Backend>(b: &B) {
+    for (name, fx) in all_fixtures(11) {
+        let l = &fx.layout;
+        let g = b.upload_params(l, &fx.v).unwrap();
+        let mut out = b.zeros_params(l).unwrap();
+        let rho = 0.3f32;
+        b.row_scale(l, &g, rho, &mut out).unwrap();
+        let mut want = vec![0f64; l.len()];
+        let mut rows: Vec<Vec<usize>> = Vec::new();
+        for (users, n) in [(true, l.n_users), (false, l.n_items)] {
+            for r in 0..n {
+                let (fo, bo) = row_coords(l, users, r);
+                let mut c: Vec<usize> = (fo..fo + l.rank).collect();
+                c.extend(bo);
+                rows.push(c);
+            }
+        }
+        if l.kind == ModelKind::Udv {
+            rows.push((l.d_off()..l.d_off() + l.rank).collect());
+        }
+        for c in &rows {
+            let n: f64 = c.iter().map(|&k| (fx.v[k] as f64).powi(2)).sum();
+            for &k in c {
+                want[k] = rho as f64 / n.sqrt();
+            }
+        }
+        assert_close(
+            &format!("{name} row scale"),
+            &b.download(&out).unwrap(),
+            &want,
+            1e-5,
+            0.0,
+        );
+        let th = b.upload_params(l, &fx.theta).unwrap();
+        b.abs_shift_sq(&th, 0.01, &mut out).unwrap();
+        let want: Vec<f64> = fx
+            .theta
+            .iter()
+            .map(|&x| (x.abs() as f64 + 0.01).powi(2))
+            .collect();
+        assert_close(
+            &format!("{name} ASAM metric"),
+            &b.download(&out).unwrap(),
+            &want,
+            1e-6,
+            0.0,
+        );
+    }
+}
+
+/// Every SAM form and scale trains deterministically and lowers E on every backend.
+fn sam_forms_train_deterministically<B: Backend>(b: &B) {
+    use sslf::solver::{SamAccept, SamMode, SamScale};
+    let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 12);
+    for sam in [SamMode::Curvature, SamMode::Ascent] {
+        for scale in [SamScale::Global, SamScale::Row, SamScale::Adaptive] {
+            let run = || {
+                let p = problem(b, &fx, None);
+                let cfg = SolverConfig {
+                    name: SolverKind::Sslf,
+                    sam,
+                    sam_scale: scale,
+                    sam_accept: SamAccept::Sam,
+                    rho: Some(0.05),
+                    rho_warmup: 2,
+                    ..Default::default()
+                };
+                let mut s = Slf::new(&cfg, &p).unwrap();
+                let mut theta = b.upload_params(&fx.layout, &fx.theta).unwrap();
+                let before = p.loss(&theta).unwrap();
+                for _ in 0..4 {
+                    s.next_iter(&p, &mut theta).unwrap();
+                }
+                let after = p.loss(&theta).unwrap();
+                assert!(after < before, "{sam:?}/{scale:?}: E {before} → {after}");
+                b.download(&theta).unwrap()
+            };
+            let (x, y) = (run(), run());
+            assert!(
+                x.iter().zip(&y).all(|(a, c)| a.to_bits() == c.to_bits()),
+                "{sam:?}/{scale:?}: two runs differ"
+            );
+        }
+    }
+}
+
 backend_suite!(
+    sam_scales_match_reference,
+    sam_forms_train_deterministically,
     preconditioner_apply_matches_dense_block_inverse,
     pcg_needs_fewer_iterations_than_cg,
     gradient_and_loss_match_reference,

@@ -123,6 +123,8 @@ pub trait VectorOps {
     fn scale_range(&self, x: &mut Self::Vector, range: Range<usize>, a: f32) -> Result<()>;
     /// x_k ← max(x_k, lo) for k ∈ range.
     fn clamp_min_range(&self, x: &mut Self::Vector, range: Range<usize>, lo: f32) -> Result<()>;
+    /// out ← (|x| + a)² element-wise (the ASAM metric).
+    fn abs_shift_sq(&self, x: &Self::Vector, a: f32, out: &mut Self::Vector) -> Result<()>;
     /// One fused Adam step: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     /// θ ← θ − lr·(c₁m)/(√(c₂v) + ε), with the bias corrections c₁ = 1/(1−β₁ᵗ), c₂ = 1/(1−β₂ᵗ).
     #[allow(clippy::too_many_arguments)]
@@ -214,6 +216,16 @@ pub trait SparseOps: VectorOps {
         layout: &Layout,
         r: &Self::Vector,
         z: &mut Self::Vector,
+    ) -> Result<()>;
+
+    /// The per-row SAM scale: on every coordinate of each user row (factors and bias), each item
+    /// row, and the d block of UDV, out ← ρ/‖g_row‖ (0 where g_row = 0).
+    fn row_scale(
+        &self,
+        layout: &Layout,
+        g: &Self::Vector,
+        rho: f32,
+        out: &mut Self::Vector,
     ) -> Result<()>;
 
     /// Error sums of r̂ against the given entries; clipped sums clip r̂ to `clip`.

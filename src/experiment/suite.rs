@@ -60,6 +60,18 @@ pub struct SuiteConfig {
     /// Output folder (default runs/NAME).
     #[serde(default)]
     pub output: Option<PathBuf>,
+    /// Pick, for each run (method), the grid point with the best mean of this validation
+    /// figure; only the picked points report test metrics in the tables.
+    #[serde(default)]
+    pub select: Option<Select>,
+}
+
+/// What `select` ranks grid points by.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    /// The best validation RMSE, averaged over the seeds.
+    ValidRmse,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -69,6 +81,8 @@ fn default_seeds() -> Vec<u64> {
 /// One (variant, seed) job.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The run (method) this job is a grid point of.
+    pub method: String,
     pub label: String,
     pub seed: u64,
     pub config: TrainConfig,
@@ -78,7 +92,12 @@ pub struct Job {
 /// The figures of one finished job, read back from its folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobResult {
+    #[serde(default)]
+    pub method: String,
     pub label: String,
+    /// Best validation RMSE (NaN without validation).
+    #[serde(default)]
+    pub valid_rmse: f64,
     pub seed: u64,
     pub test_rmse: f64,
     pub test_mae: f64,
@@ -196,6 +215,7 @@ impl SuiteConfig {
                     }
                     let config = TrainConfig::from_value(&file.display().to_string(), v)?;
                     jobs.push(Job {
+                        method: run.label.clone(),
                         label: label.clone(),
                         seed,
                         config,
@@ -225,6 +245,8 @@ fn read_result(job: &Job) -> Result<JobResult> {
         }
     }
     Ok(JobResult {
+        method: job.method.clone(),
+        valid_rmse: num(&s["best_valid_rmse"]),
         label: job.label.clone(),
         seed: job.seed,
         test_rmse: num(&s["test"]["rmse"]),
@@ -357,6 +379,55 @@ pub fn tables(results: &[JobResult]) -> (String, String) {
         ));
     }
     (md, csv)
+}
+
+/// For each method, the variant with the lowest mean validation RMSE over its seeds; returns the
+/// picked labels and a Markdown table of every variant's validation figure (no test figures).
+pub fn select_by_valid(results: &[JobResult]) -> (Vec<String>, String) {
+    let mut variants: Vec<(String, String)> = Vec::new();
+    for r in results {
+        let key = (r.method.clone(), r.label.clone());
+        if !variants.contains(&key) {
+            variants.push(key);
+        }
+    }
+    let stats: Vec<(String, String, usize, (f64, f64))> = variants
+        .into_iter()
+        .map(|(m, l)| {
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r.label == l)
+                .map(|r| r.valid_rmse)
+                .collect();
+            let n = v.len();
+            (m, l, n, mean_std(&v))
+        })
+        .collect();
+    let mut picked: Vec<String> = Vec::new();
+    let mut methods: Vec<&String> = Vec::new();
+    for (m, ..) in &stats {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    for m in methods {
+        let best = stats
+            .iter()
+            .filter(|s| &s.0 == m)
+            .min_by(|a, b| a.3 .0.total_cmp(&b.3 .0))
+            .expect("a method has a variant");
+        picked.push(best.1.clone());
+    }
+    let mut md = String::from(
+        "| method | variant | seeds | mean valid RMSE | picked |\n| --- | --- | ---: | ---: | --- |\n",
+    );
+    for (m, l, n, (mean, std)) in &stats {
+        md.push_str(&format!(
+            "| {m} | {l} | {n} | {mean:.5} ± {std:.5} | {} |\n",
+            if picked.contains(l) { "yes" } else { "" }
+        ));
+    }
+    (picked, md)
 }
 
 /// Mean validation curve of each method over its seeds: (label, [(epoch, mean seconds, mean rmse)]).
@@ -498,7 +569,7 @@ pub fn run_cli(
     );
     let mut backends = HashMap::new();
     let mut data_cache: HashMap<String, Prepared> = HashMap::new();
-    let mut results = Vec::new();
+    let mut results: Vec<JobResult> = Vec::new();
     for (k, job) in jobs.iter().enumerate() {
         bar.set_position(k as u64);
         bar.set_message(format!("{} seed {}", job.label, job.seed));
@@ -511,14 +582,18 @@ pub fn run_cli(
             run_job(job, &mut backends, &data_cache[&key])?;
         }
         let r = read_result(job)?;
+        // Under `select`, the test figures of a job are shown only once it is picked.
+        let figures = if suite.select.is_some() {
+            format!("valid rmse {:.5}", r.valid_rmse)
+        } else {
+            format!("test rmse {:.5} mae {:.5}", r.test_rmse, r.test_mae)
+        };
         let line = format!(
-            "[{}/{}] {} seed {}: test rmse {:.5} mae {:.5}, best epoch {} ({:.2} s){}",
+            "[{}/{}] {} seed {}: {figures}, best epoch {} ({:.2} s){}",
             k + 1,
             jobs.len(),
             r.label,
             r.seed,
-            r.test_rmse,
-            r.test_mae,
             r.best_epoch,
             r.seconds_to_best,
             if fresh { "" } else { " (finished before)" }
@@ -533,6 +608,13 @@ pub fn run_cli(
         results.push(r);
     }
     bar.finish_and_clear();
+    if suite.select.is_some() {
+        let (picked, table) = select_by_valid(&results);
+        let p = out.join("selection.md");
+        std::fs::write(&p, &table).map_err(|e| Error::io(&p, e))?;
+        print!("{table}");
+        results.retain(|r| picked.contains(&r.label));
+    }
     let (md, csv) = tables(&results);
     for (name, text) in [("summary.md", &md), ("summary.csv", &csv)] {
         let p = out.join(name);

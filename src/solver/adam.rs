@@ -1,7 +1,9 @@
 //! Full-batch Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8 by default), projected for UDV^T. The moment
-//! update and the step are one fused backend op.
+//! update and the step are one fused backend op. With `rho` > 0 it is SAM-Adam: the step uses the
+//! gradient at the ascent point θ + P ⊙ g (scaled as `sam_scale` says), at the cost of a second
+//! gradient per epoch.
 
-use super::{IterReport, Solver, SolverConfig, SolverState};
+use super::{sam_metric, sam_point, IterReport, Solver, SolverConfig, SolverState};
 use crate::backend::{AdamHyper, Backend};
 use crate::error::Result;
 use crate::problem::Problem;
@@ -12,6 +14,8 @@ pub struct Adam<B: Backend> {
     g: B::Vector,
     m: B::Vector,
     v: B::Vector,
+    /// SAM: the scale P, the ascent point and the gradient there (allocated when ρ > 0).
+    sam: Option<[B::Vector; 3]>,
 }
 
 impl<B: Backend> Adam<B> {
@@ -22,6 +26,11 @@ impl<B: Backend> Adam<B> {
             g: p.zeros()?,
             m: p.zeros()?,
             v: p.zeros()?,
+            sam: if cfg.rho() > 0.0 {
+                Some([p.zeros()?, p.zeros()?, p.zeros()?])
+            } else {
+                None
+            },
         })
     }
 }
@@ -42,14 +51,28 @@ impl<B: Backend> Solver<B> for Adam<B> {
     }
 
     fn name(&self) -> String {
-        "adam".into()
+        if self.sam.is_some() {
+            format!("adam-sam-{:?}", self.cfg.sam_scale).to_lowercase()
+        } else {
+            "adam".into()
+        }
     }
 
     fn next_iter(&mut self, p: &Problem<B>, theta: &mut B::Vector) -> Result<IterReport> {
         let be = p.backend;
         let loss = p.gradient(theta, &mut self.g)?;
         let gnorm = be.dot(&self.g, &self.g)?.sqrt();
+        let rho = self.cfg.rho_at(self.t as u64);
         self.t += 1;
+        let mut step_g = &self.g;
+        if let Some([ps, point, g2]) = self.sam.as_mut() {
+            if rho > 0.0 {
+                sam_metric(p, self.cfg.sam_scale, rho, &self.g, gnorm, theta, ps)?;
+                sam_point(p, theta, ps, &self.g, point)?;
+                p.gradient(point, g2)?;
+                step_g = g2;
+            }
+        }
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let hyper = AdamHyper {
             lr: self.cfg.lr() as f32,
@@ -59,7 +82,7 @@ impl<B: Backend> Solver<B> for Adam<B> {
             c1: (1.0 / (1.0 - b1.powi(self.t))) as f32,
             c2: (1.0 / (1.0 - b2.powi(self.t))) as f32,
         };
-        be.adam_step(theta, &self.g, &mut self.m, &mut self.v, hyper)?;
+        be.adam_step(theta, step_g, &mut self.m, &mut self.v, hyper)?;
         p.project(theta)?;
         Ok(IterReport {
             loss,

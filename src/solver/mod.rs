@@ -65,6 +65,34 @@ pub enum SamMode {
     Ascent,
 }
 
+/// How the SAM perturbation ε = P ⊙ g is scaled (docs/ALGORITHMS.md, "SSLF").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamScale {
+    /// P = ρ/‖g‖: one radius for the whole θ.
+    #[default]
+    Global,
+    /// P = ρ/‖g_row‖ per user row, item row (factors and bias) and the d block: every row moves
+    /// by ρ, the analogue of SAM's small m on sparse data.
+    Row,
+    /// ASAM: P = ρ·T²/‖T g‖ with T = |θ| + 0.01, invariant to the rescaling (a·p_u, q_i/a).
+    Adaptive,
+}
+
+/// Which objective LM's acceptance test and ratio use in SSLF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamAccept {
+    /// The training loss E(θ).
+    #[default]
+    Loss,
+    /// The SAM objective E(θ + ε(θ)) that the step minimises (one more pass per epoch).
+    Sam,
+}
+
+/// The ASAM offset η in T = |θ| + η.
+pub const ASAM_ETA: f32 = 0.01;
+
 /// The `solver` section of a config.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -87,9 +115,15 @@ pub struct SolverConfig {
     /// slf/sslf: step length η.
     pub eta: f64,
     pub curvature: Curvature,
-    /// sslf: SAM radius ρ.
-    pub rho: f64,
+    /// sslf and adam: SAM radius ρ (null: sslf 0.05, adam 0, i.e. plain Adam).
+    pub rho: Option<f64>,
     pub sam: SamMode,
+    /// sslf (and adam with rho > 0): how the perturbation is scaled.
+    pub sam_scale: SamScale,
+    /// sslf/adam: ρ grows linearly to `rho` over this many epochs (0: constant).
+    pub rho_warmup: usize,
+    /// sslf: the objective of LM's acceptance test.
+    pub sam_accept: SamAccept,
     /// gd/adam/sgd: learning rate (null: the solver's default).
     pub lr: Option<f64>,
     /// gd: heavy-ball momentum.
@@ -117,8 +151,11 @@ impl Default for SolverConfig {
             gamma: 1.0,
             eta: 1.0,
             curvature: Curvature::GaussNewton,
-            rho: 0.05,
+            rho: None,
             sam: SamMode::Curvature,
+            sam_scale: SamScale::Global,
+            rho_warmup: 0,
+            sam_accept: SamAccept::Loss,
             lr: None,
             momentum: 0.0,
             beta1: 0.9,
@@ -130,6 +167,15 @@ impl Default for SolverConfig {
 }
 
 impl SolverConfig {
+    /// The SAM radius in force: the configured ρ, or the solver's default (sslf 0.05; adam 0,
+    /// i.e. plain Adam).
+    pub fn rho(&self) -> f64 {
+        self.rho.unwrap_or(match self.name {
+            SolverKind::Sslf => 0.05,
+            _ => 0.0,
+        })
+    }
+
     /// The learning rate in force for first-order solvers.
     pub fn lr(&self) -> f64 {
         self.lr.unwrap_or(match self.name {
@@ -155,7 +201,7 @@ impl SolverConfig {
         if !pos(self.eta) {
             return Err(("eta", "must be > 0".into()));
         }
-        if !(self.rho >= 0.0 && self.rho.is_finite()) {
+        if !(self.rho() >= 0.0 && self.rho().is_finite()) {
             return Err(("rho", "must be ≥ 0".into()));
         }
         if let Some(lr) = self.lr {
@@ -177,6 +223,59 @@ impl SolverConfig {
         }
         Ok(())
     }
+}
+
+impl SolverConfig {
+    /// ρ in force at epoch `k` (0-based) under the warm-up.
+    pub fn rho_at(&self, k: u64) -> f64 {
+        if self.rho_warmup == 0 {
+            self.rho()
+        } else {
+            self.rho() * ((k + 1) as f64 / self.rho_warmup as f64).min(1.0)
+        }
+    }
+}
+
+/// Writes the SAM scale P (θ-shaped) for ε = P ⊙ g at θ; `gnorm` = ‖g‖.
+pub fn sam_metric<B: Backend>(
+    p: &Problem<B>,
+    scale: SamScale,
+    rho: f64,
+    g: &B::Vector,
+    gnorm: f64,
+    theta: &B::Vector,
+    out: &mut B::Vector,
+) -> Result<()> {
+    let be = p.backend;
+    match scale {
+        SamScale::Global => {
+            let c = if gnorm > 0.0 { rho / gnorm } else { 0.0 };
+            be.fill(out, c as f32)
+        }
+        SamScale::Row => be.row_scale(&p.layout, g, rho as f32, out),
+        SamScale::Adaptive => {
+            be.abs_shift_sq(theta, ASAM_ETA, out)?;
+            let n = be.wdot(out, g, g)?.sqrt();
+            if n > 0.0 {
+                be.scale((rho / n) as f32, out)
+            } else {
+                be.fill(out, 0.0)
+            }
+        }
+    }
+}
+
+/// out ← θ + P ⊙ g, projected: the SAM ascent point.
+pub fn sam_point<B: Backend>(
+    p: &Problem<B>,
+    theta: &B::Vector,
+    scale: &B::Vector,
+    g: &B::Vector,
+    out: &mut B::Vector,
+) -> Result<()> {
+    p.backend.copy(theta, out)?;
+    p.backend.mul_add(scale, g, out)?;
+    p.project(out)
 }
 
 /// What one outer iteration did.

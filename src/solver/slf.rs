@@ -12,8 +12,8 @@
 
 use super::cg::{CgLimits, ConjugateGradient};
 use super::{
-    Damping, Forcing, IterReport, PrecondKind, SamMode, Solver, SolverConfig, SolverKind,
-    SolverState,
+    sam_metric, sam_point, Damping, Forcing, IterReport, PrecondKind, SamAccept, SamMode, SamScale,
+    Solver, SolverConfig, SolverKind, SolverState,
 };
 use crate::backend::{Backend, Shift};
 use crate::error::Result;
@@ -56,6 +56,13 @@ pub struct Slf<B: Backend> {
     restore_pc: bool,
     /// θ moved since the forcing term was last chosen.
     moved: bool,
+    /// SAM: the scale P of ε = P ⊙ g, and a third work vector.
+    pscale: B::Vector,
+    work3: B::Vector,
+    /// Epochs run (the ρ warm-up).
+    epoch: u64,
+    /// `sam_accept: sam`: (ρ, E(θ + ε(θ))) at the current θ.
+    sam_obj: Option<(f64, f64)>,
 }
 
 impl<B: Backend> Slf<B> {
@@ -86,6 +93,10 @@ impl<B: Backend> Slf<B> {
             have_step: false,
             restore_pc: false,
             moved: true,
+            pscale: p.zeros()?,
+            work3: p.zeros()?,
+            epoch: 0,
+            sam_obj: None,
         })
     }
 
@@ -152,6 +163,11 @@ impl<B: Backend> Solver<B> for Slf<B> {
         self.eta = s.scalars.get("eta").copied().unwrap_or(ETA_MAX);
         self.prev_gnorm = s.scalars.get("prev_gnorm").copied();
         self.moved = s.scalars.get("moved").is_none_or(|&m| m != 0.0);
+        self.epoch = s.scalars.get("epoch").copied().unwrap_or(0.0) as u64;
+        self.sam_obj = match (s.scalars.get("sam_rho"), s.scalars.get("sam_obj")) {
+            (Some(&r), Some(&o)) => Some((r, o)),
+            _ => None,
+        };
         self.cached = s.scalars.get("cached_loss").copied();
         if self.cached.is_some() {
             s.get(p, "g", &mut self.g)?;
@@ -174,10 +190,15 @@ impl<B: Backend> Solver<B> for Slf<B> {
     }
 
     fn name(&self) -> String {
+        let scale = match self.cfg.sam_scale {
+            SamScale::Global => "",
+            SamScale::Row => "-row",
+            SamScale::Adaptive => "-adaptive",
+        };
         match self.sam {
             None => "slf".into(),
-            Some(SamMode::Curvature) => "sslf-curvature".into(),
-            Some(SamMode::Ascent) => "sslf-ascent".into(),
+            Some(SamMode::Curvature) => format!("sslf-curvature{scale}"),
+            Some(SamMode::Ascent) => format!("sslf-ascent{scale}"),
         }
     }
 
@@ -192,28 +213,47 @@ impl<B: Backend> Solver<B> for Slf<B> {
         let gnorm = be.dot(&self.g, &self.g)?.sqrt();
         let tol = self.forcing(gnorm, fresh);
         let gamma = self.gamma;
-        let rho = self.cfg.rho;
+        let rho = self.cfg.rho_at(self.epoch);
+        self.epoch += 1;
         let c = if gnorm > 0.0 { rho / gnorm } else { 0.0 };
 
         // Right-hand side b, and the point where the curvature is taken (θ, or θ̃ for the ascent
         // form, held in `work`). With ρ = 0 (or g = 0) both SAM variants reduce to plain SLF.
         let sam = self.sam.filter(|_| c > 0.0);
+        if sam.is_some() {
+            sam_metric(
+                p,
+                self.cfg.sam_scale,
+                rho,
+                &self.g,
+                gnorm,
+                theta,
+                &mut self.pscale,
+            )?;
+        }
+        // The SAM objective at θ, when acceptance is judged on it.
+        let judge_sam = sam.is_some() && self.cfg.sam_accept == SamAccept::Sam;
+        if judge_sam && self.sam_obj.is_none_or(|(r, _)| r != rho) {
+            sam_point(p, theta, &self.pscale, &self.g, &mut self.work3)?;
+            self.sam_obj = Some((rho, p.loss(&self.work3)?));
+        }
         match sam {
             None => {
                 be.copy(&self.g, &mut self.b)?;
                 be.scale(-1.0, &mut self.b)?;
             }
             Some(SamMode::Curvature) => {
-                // b = −(g + c·G g)
-                p.curvature_product(theta, &self.g, &mut self.work)?;
+                // b = −(g + B(P ⊙ g))
+                be.fill(&mut self.work2, 0.0)?;
+                be.mul_add(&self.pscale, &self.g, &mut self.work2)?;
+                p.curvature_product(theta, &self.work2, &mut self.work)?;
                 be.copy(&self.g, &mut self.b)?;
-                be.axpy(c as f32, &self.work, &mut self.b)?;
+                be.axpy(1.0, &self.work, &mut self.b)?;
                 be.scale(-1.0, &mut self.b)?;
             }
             Some(SamMode::Ascent) => {
-                // θ̃ = θ + c·g ; g̃ = ∇E(θ̃) ; solve (G(θ̃) + γI) s = −g̃.
-                be.waxpy(c as f32, &self.g, theta, &mut self.work)?;
-                p.project(&mut self.work)?;
+                // θ̃ = θ + P ⊙ g ; g̃ = ∇E(θ̃) ; solve (G(θ̃) + γI) s = −g̃.
+                sam_point(p, theta, &self.pscale, &self.g, &mut self.work)?;
                 p.gradient(&self.work, &mut self.work2)?;
                 be.copy(&self.work2, &mut self.b)?;
                 be.scale(-1.0, &mut self.b)?;
@@ -223,7 +263,8 @@ impl<B: Backend> Solver<B> for Slf<B> {
         let cpoint: &B::Vector = if ascent { &self.work } else { &*theta };
 
         // The preconditioner: rebuilt at each new point; kept (with its old shift) while steps
-        // are rejected, since any fixed SPD M keeps CG exact.
+        // are rejected, since any fixed SPD M keeps CG exact. The curvature form's B·P·B is
+        // approximated per row by c·B² with the global c = ρ/‖g‖ (exact for `global`).
         if let Some(pc) = self.precond.as_mut() {
             let shift = Shift {
                 gamma: gamma as f32,
@@ -259,14 +300,18 @@ impl<B: Backend> Solver<B> for Slf<B> {
             if pc.is_some() { Some(&mut pre) } else { None };
         let outcome = match sam {
             Some(SamMode::Curvature) => {
-                let (gv, ggv) = (&mut self.work, &mut self.work2);
+                // A v = Bv + γv + B(P ⊙ Bv).
+                let (gv, pgv, bpgv) = (&mut self.work, &mut self.work3, &mut self.work2);
                 let th = &*theta;
+                let ps = &self.pscale;
                 let mut apply = |v: &B::Vector, out: &mut B::Vector| -> Result<()> {
                     p.curvature_product(th, v, gv)?;
-                    p.curvature_product(th, gv, ggv)?;
+                    be.fill(pgv, 0.0)?;
+                    be.mul_add(ps, gv, pgv)?;
+                    p.curvature_product(th, pgv, bpgv)?;
                     be.copy(gv, out)?;
                     be.axpy(gamma as f32, v, out)?;
-                    be.axpy(c as f32, ggv, out)
+                    be.axpy(1.0, bpgv, out)
                 };
                 self.cg
                     .solve(be, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
@@ -291,13 +336,31 @@ impl<B: Backend> Solver<B> for Slf<B> {
         p.project(&mut self.trial)?;
         // The trial's gradient gives its loss too, and is the next epoch's when the step is taken.
         let new_loss = p.gradient(&self.trial, &mut self.g_trial)?;
+        // The objective judged: E, or the SAM objective at the trial (its own ε from its gradient).
+        let (old_obj, new_obj) = if judge_sam {
+            let gn = be.dot(&self.g_trial, &self.g_trial)?.sqrt();
+            sam_metric(
+                p,
+                self.cfg.sam_scale,
+                rho,
+                &self.g_trial,
+                gn,
+                &self.trial,
+                &mut self.work3,
+            )?;
+            sam_point(p, &self.trial, &self.work3, &self.g_trial, &mut self.work)?;
+            let obj = p.loss(&self.work)?;
+            (self.sam_obj.expect("computed above").1, obj)
+        } else {
+            (loss, new_loss)
+        };
 
         let accepted = match self.cfg.damping {
             Damping::Fixed => new_loss.is_finite(),
             Damping::LevenbergMarquardt => {
                 // A non-positive prediction or a NaN loss counts as a failed step.
-                let ratio = if predicted > 0.0 && new_loss.is_finite() {
-                    (loss - new_loss) / predicted
+                let ratio = if predicted > 0.0 && new_obj.is_finite() {
+                    (old_obj - new_obj) / predicted
                 } else {
                     -1.0
                 };
@@ -306,7 +369,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
                 } else if ratio > 0.75 {
                     self.gamma = (self.gamma / 1.5).max(GAMMA_MIN);
                 }
-                new_loss.is_finite() && new_loss < loss
+                new_obj.is_finite() && new_obj < old_obj && new_loss.is_finite()
             }
         };
         let loss_after = if accepted {
@@ -315,6 +378,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
             self.cached = Some(new_loss);
             self.pc_shift = None;
             self.moved = true;
+            self.sam_obj = judge_sam.then_some((rho, new_obj));
             new_loss
         } else {
             loss

@@ -224,6 +224,45 @@ impl CpuBackend {
         }
     }
 
+    /// See `SparseOps::row_scale`.
+    pub(super) fn row_scale_host(&self, layout: &Layout, g: &[f32], rho: f32, out: &mut [f32]) {
+        let f = layout.rank;
+        let scale = |s: f32| if s > 0.0 { rho / s.sqrt() } else { 0.0 };
+        for (users, n) in [(true, layout.n_users), (false, layout.n_items)] {
+            let vals: Vec<f32> = self.install(|| {
+                (0..n)
+                    .into_par_iter()
+                    .map(|r| {
+                        let (fo, bo) = row_coords(layout, users, r);
+                        let mut s = 0f32;
+                        for k in 0..f {
+                            s += g[fo + k] * g[fo + k];
+                        }
+                        if let Some(b) = bo {
+                            s += g[b] * g[b];
+                        }
+                        scale(s)
+                    })
+                    .collect()
+            });
+            for (r, c) in vals.into_iter().enumerate() {
+                let (fo, bo) = row_coords(layout, users, r);
+                out[fo..fo + f].fill(c);
+                if let Some(b) = bo {
+                    out[b] = c;
+                }
+            }
+        }
+        if has_d(layout) {
+            let off = layout.d_off();
+            let mut s = 0f32;
+            for k in 0..f {
+                s += g[off + k] * g[off + k];
+            }
+            out[off..off + f].fill(scale(s));
+        }
+    }
+
     pub(super) fn precond_apply_host(
         &self,
         pc: &CpuPrecond,

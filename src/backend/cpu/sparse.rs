@@ -518,6 +518,11 @@ impl SparseOps for CpuBackend {
         Ok(super::CpuPrecond::new(layout, kind, sam))
     }
 
+    fn row_scale(&self, layout: &Layout, g: &Vec<f32>, rho: f32, out: &mut Vec<f32>) -> Result<()> {
+        self.row_scale_host(layout, g, rho, out);
+        Ok(())
+    }
+
     fn precond_kind(&self, pc: &super::CpuPrecond) -> PrecondKind {
         pc.kind()
     }

@@ -35,6 +35,19 @@ impl VectorOps for CpuBackend {
         v.len()
     }
 
+    fn abs_shift_sq(&self, x: &Vec<f32>, a: f32, out: &mut Vec<f32>) -> Result<()> {
+        self.install(|| {
+            out.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(o, x)| {
+                    o.iter_mut().zip(x).for_each(|(o, x)| {
+                        let t = x.abs() + a;
+                        *o = t * t
+                    })
+                })
+        });
+        Ok(())
+    }
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<()> {
         self.install(|| {
             dst.par_chunks_mut(CHUNK)

@@ -629,6 +629,14 @@ impl VectorOps for GpuBackend {
         self.elementwise(Kernel::Scale, p, &Self::whole(x), &[(3, x)])
     }
 
+    fn abs_shift_sq(&self, x: &GpuVector, a: f32, out: &mut GpuVector) -> Result<()> {
+        let p = Params {
+            a,
+            ..Default::default()
+        };
+        self.elementwise(Kernel::AbsShiftSq, p, &Self::whole(x), &[(1, x), (3, out)])
+    }
+
     fn mul_add(&self, d: &GpuVector, x: &GpuVector, y: &mut GpuVector) -> Result<()> {
         self.elementwise(
             Kernel::MulAdd,
@@ -705,6 +713,16 @@ impl SparseOps for GpuBackend {
         sam: bool,
     ) -> Result<super::precond::GpuPrecond> {
         self.precond_alloc(m, layout, kind, sam)
+    }
+
+    fn row_scale(
+        &self,
+        layout: &Layout,
+        g: &GpuVector,
+        rho: f32,
+        out: &mut GpuVector,
+    ) -> Result<()> {
+        self.row_scale_dev(layout, g, rho, out)
     }
 
     fn precond_kind(&self, pc: &super::precond::GpuPrecond) -> PrecondKind {

@@ -36,6 +36,17 @@ pub struct GpuPrecond {
 }
 
 impl GpuPrecond {
+    /// Where the d diagonal (then its inverse) lives: the block_jacobi buffer at 0, or the jacobi
+    /// vector's d segment at d's offset; `d` is θ's (segment, offset) of d.
+    fn d_target(&self, d: Option<(usize, usize)>) -> (&wgpu::Buffer, usize) {
+        let (dseg, doff) = d.expect("UDV has d");
+        match (&self.dinv, &self.inv) {
+            (Some(buf), _) => (buf, 0),
+            (None, Some(inv)) => (&inv.segs[dseg], doff),
+            _ => unreachable!("a preconditioner of UDV stores its d diagonal"),
+        }
+    }
+
     /// Bytes of factor storage (block_jacobi).
     pub fn block_bytes(&self) -> u64 {
         self.users
@@ -281,12 +292,7 @@ impl GpuBackend {
                 }
                 if dblock != 0 {
                     // Σ over this block's users of U_uk² S_kk into the d diagonal.
-                    let (dseg, doff) = pb.d.expect("UDV has d");
-                    let (target, at) = match (&pc.dinv, &pc.inv) {
-                        (Some(d), _) => (d, 0),
-                        (None, Some(inv)) => (&inv.segs[dseg], doff),
-                        _ => unreachable!("a preconditioner of UDV stores its d diagonal"),
-                    };
+                    let (target, at) = pc.d_target(pb.d);
                     let params = Params {
                         n: own.rows.len() as u32,
                         f: base.f,
@@ -306,11 +312,7 @@ impl GpuBackend {
         }
         if udv {
             let (dseg, doff) = pb.d.expect("UDV has d");
-            let (target, at) = match (&pc.dinv, &pc.inv) {
-                (Some(d), _) => (d, 0),
-                (None, Some(inv)) => (&inv.segs[dseg], doff),
-                _ => unreachable!("a preconditioner of UDV stores its d diagonal"),
-            };
+            let (target, at) = pc.d_target(pb.d);
             let params = Params {
                 start: doff as u32,
                 d_off: at as u32,
@@ -321,6 +323,55 @@ impl GpuBackend {
                 Kernel::PcDinv,
                 params,
                 &[(4, &reg.segs[dseg]), (5, target)],
+                1,
+            );
+        }
+        Ok(())
+    }
+
+    /// See `SparseOps::row_scale`: one invocation per row of each θ row block.
+    pub(super) fn row_scale_dev(
+        &self,
+        layout: &Layout,
+        g: &GpuVector,
+        rho: f32,
+        out: &mut GpuVector,
+    ) -> Result<()> {
+        let blocking = self.param_blocking(layout)?;
+        self.check_vector(&blocking, g)?;
+        self.check_vector(&blocking, out)?;
+        let pb = blocking.params.as_ref().expect("parameter blocking");
+        let base = Params {
+            a: rho,
+            ..Self::model_params(layout)
+        };
+        let mut st = self.lock();
+        for own in pb.users.iter().chain(&pb.items) {
+            let params = Params {
+                n: own.rows.len() as u32,
+                start: 0,
+                own: own.factor_off as u32,
+                own_bias: own.bias_off as u32,
+                ..base
+            };
+            self.dispatch(
+                &mut st,
+                Kernel::RowScale,
+                params,
+                &[(4, &g.segs[own.seg]), (5, &out.segs[own.seg])],
+                Self::groups(own.rows.len(), ROW_GROUPS),
+            );
+        }
+        if let Some((dseg, doff)) = pb.d {
+            let params = Params {
+                d_off: doff as u32,
+                ..base
+            };
+            self.dispatch(
+                &mut st,
+                Kernel::RowScaleD,
+                params,
+                &[(4, &g.segs[dseg]), (5, &out.segs[dseg])],
                 1,
             );
         }

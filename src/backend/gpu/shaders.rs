@@ -48,6 +48,7 @@ pub const FILES: &[ShaderFile] = &[
     shader_file!("dblock.wgsl", false, false),
     shader_file!("eval.wgsl", true, false),
     shader_file!("precond.wgsl", true, false),
+    shader_file!("sam.wgsl", false, false),
 ];
 
 /// Every kernel: (entry point, file).
@@ -77,10 +78,13 @@ pub enum Kernel {
     PcApply,
     PcDinv,
     PcDapply,
+    AbsShiftSq,
+    RowScale,
+    RowScaleD,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::Fill,
         Kernel::Copy,
         Kernel::Axpy,
@@ -105,6 +109,9 @@ impl Kernel {
         Kernel::PcApply,
         Kernel::PcDinv,
         Kernel::PcDapply,
+        Kernel::AbsShiftSq,
+        Kernel::RowScale,
+        Kernel::RowScaleD,
     ];
 
     /// The WGSL entry point.
@@ -134,6 +141,9 @@ impl Kernel {
             Kernel::PcApply => "pc_apply",
             Kernel::PcDinv => "pc_dinv",
             Kernel::PcDapply => "pc_dapply",
+            Kernel::AbsShiftSq => "abs_shift_sq",
+            Kernel::RowScale => "row_scale",
+            Kernel::RowScaleD => "row_scale_d",
         }
     }
 
@@ -155,7 +165,8 @@ impl Kernel {
             | Kernel::Scale
             | Kernel::ClampMin
             | Kernel::MulAdd
-            | Kernel::Adam => "vec_ops.wgsl",
+            | Kernel::Adam
+            | Kernel::AbsShiftSq => "vec_ops.wgsl",
             Kernel::Dot | Kernel::Wdot | Kernel::SumSq => "reduce.wgsl",
             Kernel::GradRows => "grad.wgsl",
             Kernel::GradRowsSg => "grad_sg.wgsl",
@@ -169,6 +180,7 @@ impl Kernel {
             | Kernel::PcApply
             | Kernel::PcDinv
             | Kernel::PcDapply => "precond.wgsl",
+            Kernel::RowScale | Kernel::RowScaleD => "sam.wgsl",
         }
     }
 }
