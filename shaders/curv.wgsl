@@ -1,5 +1,5 @@
 // curv.wgsl: the curvature product G·v (Gauss–Newton, or the true Hessian with FLAG_HESSIAN) as
-// row reductions (ALGORITHMS.md, "Gauss–Newton curvature product"). One invocation per own row,
+// row reductions (docs/ALGORITHMS.md, "Gauss–Newton curvature product"). One invocation per own row,
 // columns in order: no atomics, deterministic. s = J·v is recomputed on each side instead of being
 // stored, so no nnz-long vector exists.
 //

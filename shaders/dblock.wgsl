@@ -1,5 +1,5 @@
 // dblock.wgsl: the d block of the UDV^T gradient and curvature product, a global reduction of size
-// f (ALGORITHMS.md: g_d = Σ_K −e (U_u ⊙ V_i)). The user-side row pass leaves one f-vector per user
+// f (docs/docs/ALGORITHMS.md: g_d = Σ_K −e (U_u ⊙ V_i)). The user-side row pass leaves one f-vector per user
 // of the current row block in dscr; this kernel sums them per column. With several user blocks it
 // runs once per block, in block order: FLAG_FIRST writes, later blocks add.
 //

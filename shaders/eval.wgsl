@@ -1,4 +1,4 @@
-// eval.wgsl: error sums of r̂ on evaluation entries (ALGORITHMS.md, "Evaluation protocol"): Σe²,
+// eval.wgsl: error sums of r̂ on evaluation entries (docs/ALGORITHMS.md, "Evaluation protocol"): Σe²,
 // Σ|e|, and both again with r̂ clipped to the rating range [b, c].
 //
 // Entries are grouped into tiles by (user block, item block) of θ (ops.rs), with indices local to

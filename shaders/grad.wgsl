@@ -1,4 +1,4 @@
-// grad.wgsl: Σe² and the gradient of ½Σe² as row reductions (ALGORITHMS.md, "Gradient").
+// grad.wgsl: Σe² and the gradient of ½Σe² as row reductions (docs/ALGORITHMS.md, "Gradient").
 // One invocation per own row (a user of the CSR, or an item of the CSC), so every output row is
 // written by one invocation, in column order: no atomics, deterministic.
 //

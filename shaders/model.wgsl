@@ -1,5 +1,5 @@
 // model.wgsl: the prediction rule r̂, prepended (after common.wgsl) to the kernels that need it.
-// ALGORITHMS.md, "Models": LF r̂ = μ + b_u + c_i + p_u·q_i (μ and biases with FLAG_BIASES);
+// docs/ALGORITHMS.md, "Models": LF r̂ = μ + b_u + c_i + p_u·q_i (μ and biases with FLAG_BIASES);
 // UDV^T r̂ = Σ_k U_uk d_k V_ik (FLAG_UDV).
 //
 // θ may be split into row blocks (src/backend/gpu/blocking.rs), so a kernel binds the block that

@@ -1,4 +1,4 @@
-// reduce.wgsl: dot products and squared norms as per-workgroup partials (ALGORITHMS.md, "Kernels":
+// reduce.wgsl: dot products and squared norms as per-workgroup partials (docs/ALGORITHMS.md, "Kernels":
 // vector operations reduce to per-workgroup partials; the host adds them in f64).
 //
 // Bindings (group 0):

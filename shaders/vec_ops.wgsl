@@ -1,5 +1,5 @@
 // vec_ops.wgsl: element-wise BLAS-1 for CG, GD, Adam, the SAM ascent step and the UDV^T ball
-// projection (ALGORITHMS.md, "Kernels" and "Solvers").
+// projection (docs/ALGORITHMS.md, "Kernels" and "Solvers").
 //
 // Bindings (group 0):
 //   0 uniform  Params   n = elements, start = first element (range ops), a/b... = scalars

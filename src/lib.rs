@@ -14,7 +14,7 @@
 //! - [`config`] and [`experiment`]: JSON configs, the training loop, observers, summaries;
 //! - [`cli`]: the `sslf` command.
 //!
-//! The maths follows `ALGORITHMS.md` of the design notes; `ARCHITECTURE.md` maps the modules.
+//! The maths is in `docs/ALGORITHMS.md`; `ARCHITECTURE.md` maps the modules.
 
 pub mod backend;
 pub mod bench;
