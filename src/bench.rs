@@ -12,8 +12,9 @@
 //! - CG iteration: one product plus 20 vector passes of θ's length (ridge, damping, two dots, three
 //!   axpy-like updates).
 
-use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, gpu::GpuOptions, Backend, Curvature};
-use crate::config::{BackendChoice, DataConfig, GpuConfig};
+use crate::backend::any::{self, BackendChoice};
+use crate::backend::{Backend, Curvature};
+use crate::config::{DataConfig, GpuConfig};
 use crate::data::{synth::SynthConfig, DataStats, Matrix};
 use crate::error::{Error, Result};
 use crate::experiment::data::prepare;
@@ -412,24 +413,27 @@ pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
     ));
     drop(data);
     let mut rows = Vec::new();
-    for choice in &cfg.backends {
-        match choice {
-            BackendChoice::Cpu => {
-                rows.extend(bench_backend(&CpuBackend::new(cfg.threads)?, &m, cfg, say)?)
+    let mut benched: Vec<String> = Vec::new();
+    for &choice in &cfg.backends {
+        let opened = any::open(choice, cfg.threads, &(&cfg.gpu).into(), &|s| say(s));
+        let backend = match opened {
+            Ok(b) => b,
+            // An explicit `gpu` that cannot be opened is reported and skipped, so a CPU-only
+            // machine still gets its CPU rows.
+            Err(e) if choice == BackendChoice::Gpu => {
+                say(&format!("bench: gpu skipped: {e}"));
+                continue;
             }
-            BackendChoice::Gpu | BackendChoice::Auto => {
-                let opts = GpuOptions::from_config(&cfg.gpu);
-                let g = if *choice == BackendChoice::Auto {
-                    GpuBackend::new_hardware(&opts)
-                } else {
-                    GpuBackend::new(&opts)
-                };
-                match g {
-                    Ok(g) => rows.extend(bench_backend(&g, &m, cfg, say)?),
-                    Err(e) => say(&format!("bench: gpu skipped: {e}")),
-                }
-            }
+            Err(e) => return Err(e),
+        };
+        let info = backend.info();
+        let key = format!("{}/{}", info.backend, info.name);
+        if benched.contains(&key) {
+            say(&format!("bench: {key} already measured; not repeated"));
+            continue;
         }
+        benched.push(key);
+        rows.extend(crate::with_backend!(&backend, b => bench_backend(b, &m, cfg, say))?);
     }
     Ok(rows)
 }

@@ -13,18 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// Where training runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendChoice {
-    /// The multithreaded CPU backend.
-    #[default]
-    Cpu,
-    /// A wgpu adapter (a hardware one if present, else any, lavapipe included).
-    Gpu,
-    /// A hardware GPU if there is one, else the CPU backend (saying so).
-    Auto,
-}
+pub use crate::backend::any::BackendChoice;
 
 /// The `data` section: one source (synthetic, one file to split, or a train/test pair) and how to
 /// hold out validation and test entries.
@@ -128,6 +117,17 @@ pub struct GpuConfig {
     /// Most bytes of rating data kept on the device (default: all of it); the rest is streamed
     /// from host memory before each pass, for data sets larger than the device's memory.
     pub max_resident_bytes: Option<u64>,
+}
+
+impl From<&GpuConfig> for crate::backend::gpu::GpuOptions {
+    fn from(c: &GpuConfig) -> Self {
+        let d = Self::default();
+        Self {
+            max_chunk_bytes: c.max_chunk_bytes,
+            subgroups: c.subgroups.unwrap_or(d.subgroups),
+            max_resident_bytes: c.max_resident_bytes,
+        }
+    }
 }
 
 /// A whole training configuration.

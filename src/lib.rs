@@ -6,6 +6,7 @@
 //! with one code path for the numerics.
 //!
 //! The layers, in reading order:
+//! - [`error`] and [`fs`]: typed errors, atomic file writes;
 //! - [`data`]: ratings, id maps, readers, splits, the synthetic generator, CSR/CSC;
 //! - [`model`]: LF and UDV^T layouts, initialisation, the ridge diagonal, rank reports, model files;
 //! - [`backend`]: the [`backend::Backend`] trait and its CPU and GPU implementations;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod experiment;
+pub mod fs;
 pub mod model;
 pub mod problem;
 pub mod solver;

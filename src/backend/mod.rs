@@ -4,6 +4,7 @@
 //! solvers' business). The host sees only the scalars it asks for (dots, norms, losses), returned
 //! as f64 from per-partition partials added in a fixed order.
 
+pub mod any;
 pub mod cpu;
 pub mod gpu;
 pub mod precond;
@@ -54,7 +55,7 @@ impl EvalSums {
 }
 
 /// What a backend runs on, for logs and summaries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeviceInfo {
     /// `cpu` or `gpu`.
     pub backend: String,

@@ -2,19 +2,20 @@
 
 pub mod progress;
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{self, GpuBackend, GpuOptions};
-use crate::backend::Backend;
-use crate::config::{BackendChoice, TrainConfig};
+use crate::backend::any::{self, AnyBackend};
+use crate::backend::gpu;
+use crate::config::TrainConfig;
 use crate::data::read::{read_file, write_tsv, DuplicatePolicy, Format};
 use crate::data::synth::{generate, SynthConfig};
 use crate::error::{Error, Result};
-use crate::experiment::checkpoint::{self, Checkpoint};
+use crate::experiment::checkpoint::Checkpoint;
 use crate::experiment::observe::{JsonlWriter, Observers};
+use crate::experiment::output::{write_atomic, RunDir};
 use crate::experiment::{self, data::prepare, Checkpointing, Summary};
 use crate::model::file::ModelFile;
+use crate::with_backend;
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Second-order and sharpness-aware latent-factor training on sparse HDI data.
 #[derive(Debug, Parser)]
@@ -169,49 +170,14 @@ pub struct EvalArgs {
     pub format: String,
 }
 
-/// A backend chosen at run time.
-pub enum AnyBackend {
-    Cpu(CpuBackend),
-    Gpu(Box<GpuBackend>),
-}
-
-/// Runs `$body` with `$b` bound to the concrete backend.
-#[macro_export]
-macro_rules! with_backend {
-    ($any:expr, $b:ident => $body:expr) => {
-        match $any {
-            $crate::cli::AnyBackend::Cpu($b) => $body,
-            $crate::cli::AnyBackend::Gpu($b) => {
-                let $b = &**$b;
-                $body
-            }
-        }
-    };
-}
-
-impl AnyBackend {
-    /// Opens the backend a config asks for. `auto` takes a hardware GPU when there is one and says
-    /// so when it falls back to the CPU.
-    pub fn open(cfg: &TrainConfig, say: &dyn Fn(&str)) -> Result<AnyBackend> {
-        let opts = GpuOptions::from_config(&cfg.gpu);
-        match cfg.train.backend {
-            BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new(cfg.train.threads)?)),
-            BackendChoice::Gpu => Ok(AnyBackend::Gpu(Box::new(GpuBackend::new(&opts)?))),
-            BackendChoice::Auto => match GpuBackend::new_hardware(&opts) {
-                Ok(g) => Ok(AnyBackend::Gpu(Box::new(g))),
-                Err(e) => {
-                    say(&format!(
-                        "sslf: no hardware GPU ({e}); falling back to the CPU backend"
-                    ));
-                    Ok(AnyBackend::Cpu(CpuBackend::new(cfg.train.threads)?))
-                }
-            },
-        }
-    }
-
-    pub fn info(&self) -> crate::backend::DeviceInfo {
-        with_backend!(self, b => b.info())
-    }
+/// Opens the backend a training config asks for (see [`any::open`]).
+pub fn open_backend(cfg: &TrainConfig, say: &dyn Fn(&str)) -> Result<AnyBackend> {
+    any::open(
+        cfg.train.backend,
+        cfg.train.threads,
+        &(&cfg.gpu).into(),
+        say,
+    )
 }
 
 /// Parses the arguments and runs the command.
@@ -283,12 +249,6 @@ pub fn load_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 fn train(a: TrainArgs) -> Result<()> {
     let cfg = load_config(&a)?;
     let quiet = a.quiet;
@@ -307,15 +267,14 @@ fn train(a: TrainArgs) -> Result<()> {
         data.valid.nnz(),
         data.test.nnz()
     ));
-    let backend = AnyBackend::open(&cfg, &say)?;
+    let backend = open_backend(&cfg, &say)?;
     let info = backend.info();
     say(&format!(
         "model: {:?} rank {} | solver: {:?} | backend: {} ({})",
         cfg.model.kind, cfg.model.rank, cfg.solver.name, info.backend, info.name
     ));
-    let out = cfg.output_dir();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let ck_path = checkpoint::path_in(&out);
+    let dir = RunDir::create(cfg.output_dir())?;
+    let ck_path = dir.checkpoint_path();
     let resume = if a.resume {
         if cfg.train.checkpoint_secs.is_none() {
             return Err(Error::Unsupported(
@@ -339,7 +298,7 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         None
     };
-    let curve = out.join("metrics.jsonl");
+    let curve = dir.metrics_path();
     let mut jsonl = match &resume {
         Some(c) => JsonlWriter::resume(&curve, c.meta.epoch)?,
         None => JsonlWriter::create(&curve)?,
@@ -354,25 +313,12 @@ fn train(a: TrainArgs) -> Result<()> {
     let trained =
         with_backend!(&backend, b => experiment::train_with(b, &cfg, &data, &mut obs, ck))?;
     let s = &trained.summary;
-    let mut summary_json = serde_json::to_value(s).expect("summary serialises");
-    summary_json["config"] = serde_json::to_value(&cfg).expect("config serialises");
-    write_atomic(
-        &out.join("summary.json"),
-        &serde_json::to_string_pretty(&summary_json).expect("json"),
-    )?;
+    dir.write_summary(s, &cfg)?;
     if cfg.train.save_model {
-        ModelFile {
-            layout: trained.layout,
-            theta: trained.theta.clone(),
-            users: data.users.clone(),
-            items: data.items.clone(),
-            clip: trained.clip,
-            config: serde_json::to_string(&cfg).expect("config serialises"),
-            seen: Some(seen_items(&data)),
-        }
-        .save(&out.join("model.safetensors"))?;
+        dir.write_model(&trained, &data, &cfg)?;
     }
     print_summary(s);
+    let out = dir.root();
     println!("wrote {}", out.display());
     if s.stop == experiment::Stop::Interrupted {
         return Err(Error::Interrupted(format!(
@@ -383,20 +329,6 @@ fn train(a: TrainArgs) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The items each user rated in the training file (training and validation parts), as CSR.
-fn seen_items(data: &crate::experiment::data::Prepared) -> (Vec<u64>, Vec<u32>) {
-    let mut all = data.train.clone();
-    for k in 0..data.valid.nnz() {
-        all.push(
-            data.valid.users[k],
-            data.valid.items[k],
-            data.valid.values[k],
-        );
-    }
-    let m = crate::data::Matrix::from_ratings(&all, data.n_users(), data.n_items());
-    (m.by_user.ptr, m.by_user.index)
 }
 
 /// Prints the end-of-run lines.
@@ -556,7 +488,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let json = serde_json::json!({ "config": cfg, "rows": rows });
-    write_atomic(&out, &serde_json::to_string_pretty(&json).expect("json"))?;
+    write_atomic(
+        &out,
+        serde_json::to_string_pretty(&json)
+            .expect("json")
+            .as_bytes(),
+    )?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -250,7 +250,7 @@ impl Matrix {
 }
 
 /// Summary counts of a rating set, for logs and summaries.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataStats {
     pub n_users: usize,
     pub n_items: usize,

@@ -4,6 +4,8 @@
 pub mod checkpoint;
 pub mod data;
 pub mod observe;
+pub mod output;
+pub mod report;
 pub mod suite;
 
 use crate::backend::{Backend, DeviceInfo, EvalSums};
@@ -17,13 +19,13 @@ use crate::solver::{adam::Adam, gd::Gd, sgd::Sgd, slf::Slf, Solver, SolverKind};
 use checkpoint::{Checkpoint, CheckpointMeta};
 use data::Prepared;
 use observe::Observer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Why the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stop {
     /// `train.max_epochs` epochs ran.
@@ -56,7 +58,9 @@ pub fn stop_requested() -> bool {
 pub struct EpochRecord {
     pub epoch: usize,
     /// Training objective E (see `IterReport::loss`); epoch 0 is the initial point.
+    #[serde(deserialize_with = "output::f64_or_nan")]
     pub loss: f64,
+    #[serde(deserialize_with = "output::f64_or_nan")]
     pub grad_norm: f64,
     pub valid_rmse: Option<f64>,
     pub valid_mae: Option<f64>,
@@ -69,7 +73,7 @@ pub struct EpochRecord {
 }
 
 /// Test metrics at one parameter vector.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     pub count: u64,
     pub rmse: f64,
@@ -91,7 +95,7 @@ impl From<EvalSums> for Metrics {
 }
 
 /// The result of a run (`summary.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub name: String,
     pub solver: String,
@@ -117,6 +121,8 @@ pub struct Summary {
     pub seconds_to_best: f64,
     pub total_seconds: f64,
     pub seconds_per_epoch: f64,
+    /// Training objective at the last epoch (null in JSON when it is not finite).
+    #[serde(deserialize_with = "output::f64_or_nan")]
     pub final_loss: f64,
     /// Spectrum of the learned factor product (P·Qᵀ or U·diag(d)·Vᵀ).
     pub rank_report: RankReport,
@@ -126,7 +132,7 @@ pub struct Summary {
 }
 
 /// The refit run of `train.refit`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RefitReport {
     /// Epochs run: the selection run's best epoch.
     pub epochs: usize,
@@ -134,6 +140,7 @@ pub struct RefitReport {
     pub train_entries: usize,
     pub passes: u64,
     pub seconds: f64,
+    #[serde(deserialize_with = "output::f64_or_nan")]
     pub final_loss: f64,
 }
 

@@ -290,9 +290,7 @@ pub(crate) fn write_safetensors<N: AsRef<str> + Ord + std::fmt::Display>(
         file: path.to_path_buf(),
         message: format!("cannot serialise: {e}"),
     })?;
-    let tmp = path.with_extension("safetensors.partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fs::write_atomic(path, &bytes)
 }
 
 /// Parses the bytes of a safetensors file read from `path`: its tensors and header metadata

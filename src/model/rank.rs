@@ -5,10 +5,10 @@
 //! f64 with nalgebra.
 
 use nalgebra::DMatrix;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The singular-value spectrum of a factorisation and the rank it implies.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RankReport {
     /// Singular values, descending.
     pub singular_values: Vec<f64>,

@@ -25,7 +25,6 @@ pub mod precond;
 pub mod shaders;
 
 use crate::backend::{Backend, DeviceInfo};
-use crate::config::GpuConfig;
 use crate::error::{Error, Result};
 use crate::model::Layout;
 use blocking::Blocking;
@@ -40,7 +39,7 @@ const SLOT: u64 = 256;
 const RING_SLOTS: usize = 1024;
 
 /// Choices for opening a device.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GpuOptions {
     /// Cap on each storage binding (bytes); `None` uses the adapter's limit.
     pub max_chunk_bytes: Option<u64>,
@@ -52,12 +51,13 @@ pub struct GpuOptions {
     pub max_resident_bytes: Option<u64>,
 }
 
-impl GpuOptions {
-    pub fn from_config(c: &GpuConfig) -> Self {
+impl Default for GpuOptions {
+    /// The adapter's own binding limit, subgroups when the adapter has them, everything resident.
+    fn default() -> Self {
         GpuOptions {
-            max_chunk_bytes: c.max_chunk_bytes,
-            subgroups: c.subgroups.unwrap_or(true),
-            max_resident_bytes: c.max_resident_bytes,
+            max_chunk_bytes: None,
+            subgroups: true,
+            max_resident_bytes: None,
         }
     }
 }
