@@ -195,16 +195,8 @@ impl<'b, B: Backend> Workload<'b, B> {
         };
         let stats = DataStats::of(m);
         let layout = model.layout(m.n_users(), m.n_items(), stats.mean as f32);
-        let reg = model.reg_diag(&layout, &m.by_user.row_counts(), &m.by_item.row_counts());
-        let theta0 = model.init(&layout, 1);
-        let problem = Problem::new(
-            backend,
-            backend.upload_matrix(m, &layout)?,
-            layout,
-            backend.upload_params(&layout, &reg)?,
-            Curvature::GaussNewton,
-            None,
-        );
+        let theta0 = model.init(&layout, 1, &m.by_user.row_counts(), &m.by_item.row_counts());
+        let problem = Problem::from_model(backend, m, &model, layout, Curvature::GaussNewton)?;
         let rr: f64 = theta0.iter().map(|&x| x as f64 * x as f64).sum();
         Ok(Workload {
             theta: problem.upload(&theta0)?,

@@ -5,8 +5,9 @@
 //! entry, or λ for the Frobenius form).
 
 use crate::backend::{Backend, Curvature, PrecondKind, Shift};
+use crate::data::Matrix;
 use crate::error::Result;
-use crate::model::{Layout, ModelKind};
+use crate::model::{Layout, ModelConfig, ModelKind};
 use std::cell::Cell;
 
 /// The norm balls and sign rule of the UDV^T model.
@@ -61,6 +62,36 @@ impl<'b, B: Backend> Problem<'b, B> {
             constraint,
             counters: Cell::new(Counters::default()),
         }
+    }
+
+    /// The problem `model` describes on `matrix`: the ratings uploaded for `layout`, the ridge
+    /// diagonal D from each row's entry count, and for UDV the norm balls. Training, `sslf bench`
+    /// and the tests all build theirs here.
+    pub fn from_model(
+        backend: &'b B,
+        matrix: &Matrix,
+        model: &ModelConfig,
+        layout: Layout,
+        curvature: Curvature,
+    ) -> Result<Self> {
+        let reg = model.reg_diag(
+            &layout,
+            &matrix.by_user.row_counts(),
+            &matrix.by_item.row_counts(),
+        );
+        let constraint = (layout.kind == ModelKind::Udv).then_some(BallConstraint {
+            alpha_u: model.alpha_u,
+            alpha_v: model.alpha_v,
+            signed_d: model.signed_d,
+        });
+        Ok(Self::new(
+            backend,
+            backend.upload_matrix(matrix, &layout)?,
+            layout,
+            backend.upload_params(&layout, &reg)?,
+            curvature,
+            constraint,
+        ))
     }
 
     /// Work counted so far.

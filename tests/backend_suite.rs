@@ -14,14 +14,10 @@ use sslf::solver::{slf::Slf, Solver, SolverConfig, SolverKind};
 
 /// The fixture's Gauss–Newton problem on `b`, with an optional UDV ball.
 fn problem<'b, B: Backend>(b: &'b B, fx: &Fixture, ball: Option<BallConstraint>) -> Problem<'b, B> {
-    Problem::new(
-        b,
-        b.upload_matrix(&fx.matrix, &fx.layout).unwrap(),
-        fx.layout,
-        b.upload_params(&fx.layout, &fx.reg).unwrap(),
-        Curvature::GaussNewton,
-        ball,
-    )
+    let mut p =
+        Problem::from_model(b, &fx.matrix, &fx.cfg, fx.layout, Curvature::GaussNewton).unwrap();
+    p.constraint = ball;
+    p
 }
 
 fn gradient_and_loss_match_reference<B: Backend>(b: &B) {

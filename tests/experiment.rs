@@ -227,3 +227,21 @@ fn ctrl_c_leaves_the_running_job_unfinished_and_exits_130() {
         "not marked finished"
     );
 }
+
+#[test]
+fn a_summary_reads_back_typed_exactly_as_written() {
+    use sslf::config::TrainConfig;
+    use sslf::experiment::{data::prepare, observe::Recorder, output::RunDir, train};
+    let cfg = TrainConfig::from_json("base.json", BASE, &[]).unwrap();
+    let data = prepare(&cfg.data).unwrap();
+    let t = train(&common::cpu(), &cfg, &data, &mut Recorder::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    run.write_summary(&t.summary, &cfg).unwrap();
+    let back = run.read_summary().unwrap();
+    assert_eq!(back.summary, t.summary);
+    assert_eq!(back.config, cfg);
+    // Nothing but the summary is left in the folder (no temporary names).
+    let names: Vec<_> = std::fs::read_dir(run.root()).unwrap().collect();
+    assert_eq!(names.len(), 1);
+}

@@ -14,7 +14,7 @@ use crate::data::{DataStats, Matrix};
 use crate::error::{Error, Result};
 use crate::model::rank::{rank_report, RankReport};
 use crate::model::{Layout, ModelKind};
-use crate::problem::{BallConstraint, Problem};
+use crate::problem::Problem;
 use crate::solver::{adam::Adam, gd::Gd, sgd::Sgd, slf::Slf, Solver, SolverKind};
 use checkpoint::{Checkpoint, CheckpointMeta};
 use data::Prepared;
@@ -166,21 +166,23 @@ fn make_solver<'b, B: Backend + 'b>(
     cfg: &TrainConfig,
     p: &Problem<'b, B>,
     data: &Prepared,
-    reg: &[f32],
+    user_counts: &[u32],
+    item_counts: &[u32],
 ) -> Result<Box<dyn Solver<B> + 'b>> {
     Ok(match cfg.solver.name {
         SolverKind::Slf | SolverKind::Sslf => Box::new(Slf::new(&cfg.solver, p)?),
         SolverKind::Gd => Box::new(Gd::new(&cfg.solver, p)?),
         SolverKind::Adam => Box::new(Adam::new(&cfg.solver, p)?),
         SolverKind::Sgd => {
-            let (cu, ci) = data.train_counts();
+            // SGD runs on the host: it keeps its own copy of the ridge diagonal and the entries.
+            let reg = cfg.model.reg_diag(&p.layout, user_counts, item_counts);
             Box::new(Sgd::new(
                 &cfg.solver,
                 &p.layout,
                 data.train.clone(),
-                reg,
-                &cu,
-                &ci,
+                &reg,
+                user_counts,
+                item_counts,
                 cfg.train.seed,
             ))
         }
@@ -265,6 +267,31 @@ pub fn train_with<B: Backend>(
     })
 }
 
+/// A run on the device, ready for its first epoch (or to continue a checkpoint's).
+struct Run<'b, B: Backend> {
+    problem: Problem<'b, B>,
+    solver: Box<dyn Solver<B> + 'b>,
+    valid: Option<B::Entries>,
+    test: Option<B::Entries>,
+    stats: DataStats,
+    clip: (f32, f32),
+    theta: B::Vector,
+    /// θ at the best-validation epoch so far.
+    best: B::Vector,
+    start: Instant,
+    /// Seconds spent before a resumption.
+    offset: f64,
+}
+
+/// Where the loop stands after an epoch: what a checkpoint keeps besides θ and the solver.
+struct Progress {
+    last: EpochRecord,
+    best: EpochRecord,
+    since_best: usize,
+    rejected_run: usize,
+    stop: Stop,
+}
+
 fn train_once<B: Backend>(
     backend: &B,
     cfg: &TrainConfig,
@@ -272,50 +299,41 @@ fn train_once<B: Backend>(
     observer: &mut dyn Observer,
     ck: Option<Checkpointing>,
 ) -> Result<Trained> {
+    let mut run = build(
+        backend,
+        cfg,
+        data,
+        ck.as_ref().and_then(|c| c.resume.as_ref()),
+    )?;
+    let progress = run_epochs(&mut run, cfg, observer, ck.as_ref())?;
+    finish(run, cfg, data, progress, observer)
+}
+
+/// Uploads the data and the initial (or resumed) θ and makes the solver.
+fn build<'b, B: Backend>(
+    backend: &'b B,
+    cfg: &TrainConfig,
+    data: &Prepared,
+    resume: Option<&Checkpoint>,
+) -> Result<Run<'b, B>> {
     let start = Instant::now();
     if data.train.nnz() == 0 {
         return Err(Error::Unsupported("the training set is empty".into()));
     }
     let (n_users, n_items) = (data.n_users(), data.n_items());
     let layout = cfg.model.layout(n_users, n_items, data.train.mean() as f32);
-    let (cu, ci) = data.train_counts();
     let matrix = Matrix::from_ratings(&data.train, n_users, n_items);
     let stats = DataStats::of(&matrix);
-    let clip = (stats.min, stats.max);
-    let dmat = backend.upload_matrix(&matrix, &layout)?;
+    let problem = Problem::from_model(backend, &matrix, &cfg.model, layout, cfg.solver.curvature)?;
+    let (cu, ci) = (matrix.by_user.row_counts(), matrix.by_item.row_counts());
     drop(matrix);
-    let valid = (data.valid.nnz() > 0)
-        .then(|| backend.upload_entries(&data.valid, &layout))
-        .transpose()?;
-    let test = (data.test.nnz() > 0)
-        .then(|| backend.upload_entries(&data.test, &layout))
-        .transpose()?;
-    let reg = cfg.model.reg_diag(&layout, &cu, &ci);
-    let mut theta0 = cfg.model.init(&layout, cfg.train.seed);
-    // Rows without training entries get no gradient; zero them so cold entries fall back to the
-    // mean and the known bias instead of to random init noise.
-    let f = layout.rank;
-    for (u, _) in cu.iter().enumerate().filter(|(_, &c)| c == 0) {
-        theta0[layout.p_off() + u * f..layout.p_off() + (u + 1) * f].fill(0.0);
-    }
-    for (i, _) in ci.iter().enumerate().filter(|(_, &c)| c == 0) {
-        theta0[layout.q_off() + i * f..layout.q_off() + (i + 1) * f].fill(0.0);
-    }
-    let constraint = (layout.kind == ModelKind::Udv).then_some(BallConstraint {
-        alpha_u: cfg.model.alpha_u,
-        alpha_v: cfg.model.alpha_v,
-        signed_d: cfg.model.signed_d,
-    });
-    let problem = Problem::new(
-        backend,
-        dmat,
-        layout,
-        backend.upload_params(&layout, &reg)?,
-        cfg.solver.curvature,
-        constraint,
-    );
-    let resume = ck.as_ref().and_then(|c| c.resume.as_ref());
-    let (mut theta, mut best) = match resume {
+    let upload = |r: &crate::data::Ratings| {
+        (r.nnz() > 0)
+            .then(|| backend.upload_entries(r, &layout))
+            .transpose()
+    };
+    let (valid, test) = (upload(&data.valid)?, upload(&data.test)?);
+    let (theta, best) = match resume {
         Some(r) => {
             if r.theta.len() != layout.len() {
                 return Err(Error::Unsupported(format!(
@@ -327,6 +345,7 @@ fn train_once<B: Backend>(
             (problem.upload(&r.theta)?, problem.upload(&r.best)?)
         }
         None => {
+            let theta0 = cfg.model.init(&layout, cfg.train.seed, &cu, &ci);
             let mut theta = problem.upload(&theta0)?;
             problem.project(&mut theta)?;
             let mut best = problem.zeros()?;
@@ -334,28 +353,54 @@ fn train_once<B: Backend>(
             (theta, best)
         }
     };
-    let mut solver = make_solver(cfg, &problem, data, &reg)?;
-    let solver_name = solver.name();
+    let mut solver = make_solver(cfg, &problem, data, &cu, &ci)?;
     if let Some(r) = resume {
         solver.load_state(&problem, &r.solver)?;
         problem.set_counters(r.meta.counters);
     }
-    // Seconds already spent before a resumption.
-    let offset = resume.map_or(0.0, |r| r.meta.last.elapsed_s);
-    let mut last_saved = Instant::now();
+    Ok(Run {
+        problem,
+        solver,
+        valid,
+        test,
+        clip: (stats.min, stats.max),
+        stats,
+        theta,
+        best,
+        start,
+        offset: resume.map_or(0.0, |r| r.meta.last.elapsed_s),
+    })
+}
 
-    observer.start(cfg.name(), cfg.train.max_epochs)?;
+/// The epochs: a solver step, validation, early stopping and checkpoints, until a stop rule fires.
+fn run_epochs<B: Backend>(
+    run: &mut Run<'_, B>,
+    cfg: &TrainConfig,
+    observer: &mut dyn Observer,
+    ck: Option<&Checkpointing>,
+) -> Result<Progress> {
+    let resume = ck.and_then(|c| c.resume.as_ref());
+    let (problem, backend) = (&run.problem, run.problem.backend);
+    let (layout, clip, valid) = (problem.layout, run.clip, &run.valid);
     let eval_valid = |theta: &B::Vector| -> Result<Option<EvalSums>> {
         valid
             .as_ref()
             .map(|v| backend.evaluate(v, &layout, theta, clip))
             .transpose()
     };
-    let (mut record, mut best_record, mut since_best) = match resume {
-        Some(r) => (r.meta.last.clone(), r.meta.best.clone(), r.meta.since_best),
+    let mut last_saved = Instant::now();
+    observer.start(cfg.name(), cfg.train.max_epochs)?;
+    let mut pr = match resume {
+        Some(r) => Progress {
+            last: r.meta.last.clone(),
+            best: r.meta.best.clone(),
+            since_best: r.meta.since_best,
+            rejected_run: r.meta.rejected_run,
+            stop: Stop::MaxIters,
+        },
         None => {
-            let v0 = eval_valid(&theta)?;
-            let loss0 = problem.loss(&theta)?;
+            let v0 = eval_valid(&run.theta)?;
+            let loss0 = problem.loss(&run.theta)?;
             let record = EpochRecord {
                 epoch: 0,
                 loss: loss0,
@@ -367,22 +412,23 @@ fn train_once<B: Backend>(
                 passes: problem.counters().passes,
                 damping: None,
                 accepted: true,
-                elapsed_s: start.elapsed().as_secs_f64(),
+                elapsed_s: run.start.elapsed().as_secs_f64(),
             };
             observer.epoch(&record)?;
-            (record.clone(), record, 0)
+            Progress {
+                last: record.clone(),
+                best: record,
+                since_best: 0,
+                rejected_run: 0,
+                stop: Stop::MaxIters,
+            }
         }
     };
-    let mut stop = Stop::MaxIters;
-    let mut rejected_run = resume.map_or(0, |r| r.meta.rejected_run);
-    let first = record.epoch + 1;
-    let mut epochs = record.epoch;
-    for epoch in first..=cfg.train.max_epochs {
-        let rep = solver.next_iter(&problem, &mut theta)?;
-        epochs = epoch;
-        let v = eval_valid(&theta)?;
+    for epoch in pr.last.epoch + 1..=cfg.train.max_epochs {
+        let rep = run.solver.next_iter(problem, &mut run.theta)?;
+        let v = eval_valid(&run.theta)?;
         let c = problem.counters();
-        record = EpochRecord {
+        pr.last = EpochRecord {
             epoch,
             loss: rep.loss,
             grad_norm: rep.grad_norm,
@@ -393,103 +439,117 @@ fn train_once<B: Backend>(
             passes: c.passes,
             damping: rep.damping,
             accepted: rep.accepted,
-            elapsed_s: offset + start.elapsed().as_secs_f64(),
+            elapsed_s: run.offset + run.start.elapsed().as_secs_f64(),
         };
-        observer.epoch(&record)?;
+        observer.epoch(&pr.last)?;
         let finite = rep.loss.is_finite() && v.is_none_or(|s| s.sse.is_finite());
         if !finite {
-            stop = Stop::Diverged;
+            pr.stop = Stop::Diverged;
             break;
         }
-        let improved = match (record.valid_rmse, best_record.valid_rmse) {
+        let improved = match (pr.last.valid_rmse, pr.best.valid_rmse) {
             (Some(now), Some(b)) => now < b - cfg.train.min_delta,
-            _ => record.loss < best_record.loss - cfg.train.min_delta * best_record.loss.abs(),
+            _ => pr.last.loss < pr.best.loss - cfg.train.min_delta * pr.best.loss.abs(),
         };
         let mut ends = None;
         if improved {
-            backend.copy(&theta, &mut best)?;
-            best_record = record.clone();
-            since_best = 0;
-        } else if rep.accepted || best_record.epoch > 0 {
+            backend.copy(&run.theta, &mut run.best)?;
+            pr.best = pr.last.clone();
+            pr.since_best = 0;
+        } else if rep.accepted || pr.best.epoch > 0 {
             // Until the first gain, a rejected step (LM, while the damping adapts to a start far
             // from any minimum, such as UDV's X ≈ 0) left θ where it was and does not use up the
             // patience. After it, rejections count: near a minimum LM keeps rejecting steps
             // that gain nothing, and the run must stop.
-            since_best += 1;
-            if since_best >= cfg.train.patience {
+            pr.since_best += 1;
+            if pr.since_best >= cfg.train.patience {
                 ends = Some(Stop::Converged);
             }
         }
-        rejected_run = if rep.accepted { 0 } else { rejected_run + 1 };
+        pr.rejected_run = if rep.accepted { 0 } else { pr.rejected_run + 1 };
         let max_rej = cfg.train.max_rejected;
-        if ends.is_none() && max_rej > 0 && best_record.epoch > 0 && rejected_run >= max_rej {
+        if ends.is_none() && max_rej > 0 && pr.best.epoch > 0 && pr.rejected_run >= max_rej {
             ends = Some(Stop::Converged);
         }
         if ends.is_none() && stop_requested() {
             ends = Some(Stop::Interrupted);
         }
-        if let Some(c) = &ck {
+        if let Some(c) = ck {
             let due = last_saved.elapsed().as_secs_f64() >= c.every_secs;
             if due || ends.is_some() || epoch == cfg.train.max_epochs {
                 Checkpoint {
                     meta: CheckpointMeta {
                         epoch,
-                        last: record.clone(),
-                        best: best_record.clone(),
-                        since_best,
-                        rejected_run,
+                        last: pr.last.clone(),
+                        best: pr.best.clone(),
+                        since_best: pr.since_best,
+                        rejected_run: pr.rejected_run,
                         counters: problem.counters(),
                         fingerprint: checkpoint::fingerprint(cfg),
                     },
-                    theta: backend.download(&theta)?,
-                    best: backend.download(&best)?,
-                    solver: solver.save_state(&problem)?,
+                    theta: backend.download(&run.theta)?,
+                    best: backend.download(&run.best)?,
+                    solver: run.solver.save_state(problem)?,
                 }
                 .save(&c.path)?;
                 last_saved = Instant::now();
             }
         }
         if let Some(s) = ends {
-            stop = s;
+            pr.stop = s;
             break;
         }
     }
-    let test_metrics = test
+    Ok(pr)
+}
+
+/// Test metrics and the rank report at the best epoch, the summary, and θ brought to the host.
+fn finish<B: Backend>(
+    run: Run<'_, B>,
+    cfg: &TrainConfig,
+    data: &Prepared,
+    pr: Progress,
+    observer: &mut dyn Observer,
+) -> Result<Trained> {
+    let (backend, layout) = (run.problem.backend, run.problem.layout);
+    let test_metrics = run
+        .test
         .as_ref()
-        .map(|t| backend.evaluate(t, &layout, &best, clip))
+        .map(|t| backend.evaluate(t, &layout, &run.best, run.clip))
         .transpose()?
         .map(Metrics::from);
-    let theta_best = backend.download(&best)?;
+    let theta_best = backend.download(&run.best)?;
+    let f = layout.rank;
     let (a, b) = (
         &theta_best[layout.p_off()..layout.q_off()],
-        &theta_best[layout.q_off()..layout.q_off() + n_items * f],
+        &theta_best[layout.q_off()..layout.q_off() + layout.n_items * f],
     );
     let d = (layout.kind == ModelKind::Udv).then(|| &theta_best[layout.d_off()..]);
     let rank = rank_report(a, b, d, f, cfg.model.rank_tol);
-    let total = offset + start.elapsed().as_secs_f64();
+    let epochs = pr.last.epoch;
     let summary = Summary {
         name: cfg.name().to_string(),
-        solver: solver_name,
+        solver: run.solver.name(),
         model: layout.kind,
         rank: f,
         seed: cfg.train.seed,
         device: backend.info(),
         data_source: data.source.clone(),
-        train_stats: stats,
+        train_stats: run.stats,
         n_valid: data.valid.nnz(),
         n_test: data.test.nnz(),
         cold_test_entries: data.cold_test_entries(),
-        stop,
+        stop: pr.stop,
         epochs,
-        best_epoch: best_record.epoch,
-        best_valid_rmse: best_record.valid_rmse,
-        best_valid_mae: best_record.valid_mae,
+        best_epoch: pr.best.epoch,
+        best_valid_rmse: pr.best.valid_rmse,
+        best_valid_mae: pr.best.valid_mae,
         test: test_metrics,
-        passes_to_best: best_record.passes,
-        seconds_to_best: best_record.elapsed_s,
-        total_seconds: total,
-        seconds_per_epoch: record.elapsed_s / epochs.max(1) as f64,
-        final_loss: record.loss,
+        passes_to_best: pr.best.passes,
+        seconds_to_best: pr.best.elapsed_s,
+        total_seconds: run.offset + run.start.elapsed().as_secs_f64(),
+        seconds_per_epoch: pr.last.elapsed_s / epochs.max(1) as f64,
+        final_loss: pr.last.loss,
         rank_report: rank,
         refit: None,
     };
@@ -498,6 +558,6 @@ fn train_once<B: Backend>(
         summary,
         layout,
         theta: theta_best,
-        clip,
+        clip: run.clip,
     })
 }

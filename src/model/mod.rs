@@ -194,8 +194,28 @@ impl ModelConfig {
     }
 
     /// The initial θ: LF factors N(0, init_scale²) and zero biases; UDV U and V Gaussian scaled to
-    /// ‖·‖_F = ξ, and d = 1.
-    pub fn init(&self, layout: &Layout, seed: u64) -> Vec<f32> {
+    /// ‖·‖_F = ξ, and d = 1. Rows with no training entry (`user_counts`/`item_counts` 0) get zero
+    /// factors: no gradient ever reaches them, so their entries fall back to the mean and the
+    /// known bias instead of to initialisation noise.
+    pub fn init(
+        &self,
+        layout: &Layout,
+        seed: u64,
+        user_counts: &[u32],
+        item_counts: &[u32],
+    ) -> Vec<f32> {
+        let mut theta = self.init_dense(layout, seed);
+        let f = layout.rank;
+        for (u, _) in user_counts.iter().enumerate().filter(|(_, &c)| c == 0) {
+            theta[layout.p_off() + u * f..layout.p_off() + (u + 1) * f].fill(0.0);
+        }
+        for (i, _) in item_counts.iter().enumerate().filter(|(_, &c)| c == 0) {
+            theta[layout.q_off() + i * f..layout.q_off() + (i + 1) * f].fill(0.0);
+        }
+        theta
+    }
+
+    fn init_dense(&self, layout: &Layout, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x005E_ED0F_1A7E);
         let mut theta = vec![0f32; layout.len()];
         let nf = (layout.n_users + layout.n_items) * layout.rank;
