@@ -123,6 +123,23 @@ impl Default for BenchConfig {
 }
 
 impl BenchConfig {
+    /// The config at `path`, or the built-in default (named `default`) without one; `--set`
+    /// overrides apply to either.
+    pub fn load_or_default(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        match path {
+            Some(p) => Self::load(p, overrides),
+            None => {
+                let mut v = serde_json::to_value(BenchConfig::default()).expect("serialises");
+                for o in overrides {
+                    crate::config::apply_override(&mut v, o)?;
+                }
+                let mut c: BenchConfig = crate::config::from_tree("--set", v)?;
+                c.name.get_or_insert_with(|| "default".into());
+                Ok(c)
+            }
+        }
+    }
+
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let file = path.display().to_string();
         let mut value = crate::config::read_json(path)?;

@@ -284,13 +284,13 @@ impl TrainConfig {
         if self.train.max_epochs == 0 {
             return Err(config_err(file, "train.max_epochs", "must be ≥ 1"));
         }
-        if !crate::model::finite_nonneg(self.train.min_delta) {
+        if !crate::data::finite_nonneg(self.train.min_delta) {
             return Err(config_err(file, "train.min_delta", "must be ≥ 0"));
         }
         if self
             .train
             .checkpoint_secs
-            .is_some_and(|s| !crate::model::finite_nonneg(s))
+            .is_some_and(|s| !crate::data::finite_nonneg(s))
         {
             return Err(config_err(
                 file,

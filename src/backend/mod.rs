@@ -28,31 +28,7 @@ pub enum Curvature {
     Hessian,
 }
 
-/// Sums over a set of entries, from which RMSE and MAE follow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct EvalSums {
-    pub count: u64,
-    pub sse: f64,
-    pub sae: f64,
-    /// Same, with predictions clipped to the rating range.
-    pub sse_clipped: f64,
-    pub sae_clipped: f64,
-}
-
-impl EvalSums {
-    pub fn rmse(&self) -> f64 {
-        (self.sse / self.count.max(1) as f64).sqrt()
-    }
-    pub fn mae(&self) -> f64 {
-        self.sae / self.count.max(1) as f64
-    }
-    pub fn rmse_clipped(&self) -> f64 {
-        (self.sse_clipped / self.count.max(1) as f64).sqrt()
-    }
-    pub fn mae_clipped(&self) -> f64 {
-        self.sae_clipped / self.count.max(1) as f64
-    }
-}
+pub use crate::model::EvalSums;
 
 /// What a backend runs on, for logs and summaries.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,10 +2,10 @@
 
 pub mod progress;
 
-use crate::backend::any::{self, AnyBackend};
+use crate::backend::any::{self, AnyBackend, BackendChoice};
 use crate::backend::gpu;
 use crate::config::TrainConfig;
-use crate::data::read::{read_file, write_tsv, DuplicatePolicy, Format};
+use crate::data::read::{read_file, read_pairs, write_tsv, Format};
 use crate::data::synth::{generate, SynthConfig};
 use crate::error::{Error, Result};
 use crate::experiment::checkpoint::Checkpoint;
@@ -83,8 +83,8 @@ pub struct ExperimentArgs {
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Backend for every run: cpu, gpu or auto (overrides each run's).
-    #[arg(long)]
-    pub backend: Option<String>,
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<BackendChoice>,
     /// Print only the table.
     #[arg(long, short)]
     pub quiet: bool,
@@ -115,10 +115,10 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Backend: cpu, gpu or auto (overrides train.backend).
-    #[arg(long)]
-    pub backend: Option<String>,
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<BackendChoice>,
     /// Most epochs (overrides train.max_epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub epochs: Option<usize>,
     /// Seed of the initialisation (overrides train.seed).
     #[arg(long)]
@@ -193,12 +193,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench(a),
         Command::Predict(a) => predict(a),
         Command::Recommend(a) => recommend(a),
-        Command::Experiment(a) => crate::experiment::suite::run_cli(
-            &a.config,
-            a.output.as_deref(),
-            a.backend.as_deref(),
-            a.quiet,
-        ),
+        Command::Experiment(a) => {
+            crate::experiment::suite::run_cli(&a.config, a.output.as_deref(), a.backend, a.quiet)
+        }
     }
 }
 
@@ -221,32 +218,35 @@ fn stop_on_ctrl_c() {
     }
 }
 
-/// Loads a config (or the defaults) with the command-line overrides applied.
+/// Loads a config (or the defaults) with `--set` applied, then the typed flags.
 pub fn load_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let mut overrides = a.overrides.clone();
-    if let Some(b) = &a.backend {
-        overrides.push(format!("train.backend=\"{b}\""));
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::load(p, &a.overrides)?,
+        None => {
+            let mut c = TrainConfig::from_json("(defaults)", "{}", &a.overrides)?;
+            c.name.get_or_insert_with(|| "default".into());
+            c
+        }
+    };
+    if let Some(b) = a.backend {
+        c.train.backend = b;
     }
     if let Some(e) = a.epochs {
-        overrides.push(format!("train.max_epochs={e}"));
+        c.train.max_epochs = e;
     }
     if let Some(s) = a.seed {
-        overrides.push(format!("train.seed={s}"));
+        c.train.seed = s;
     }
     if let Some(o) = &a.output {
-        overrides.push(format!(
-            "train.output={}",
-            serde_json::to_string(&o.display().to_string()).expect("string")
-        ));
+        c.train.output = Some(o.clone());
     }
-    match &a.config {
-        Some(p) => TrainConfig::load(p, &overrides),
-        None => {
-            let mut c = TrainConfig::from_json("(defaults)", "{}", &overrides)?;
-            c.name.get_or_insert_with(|| "default".into());
-            Ok(c)
-        }
-    }
+    Ok(c)
+}
+
+/// Parses `--backend`.
+fn parse_backend(s: &str) -> std::result::Result<BackendChoice, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("`{s}` is not a backend (cpu, gpu or auto)"))
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -411,34 +411,18 @@ fn parse_format(s: &str) -> Result<Format> {
 
 fn eval(a: EvalArgs) -> Result<()> {
     let model = ModelFile::load(&a.model)?;
-    let ds = read_file(&a.data, parse_format(&a.format)?, DuplicatePolicy::KeepLast)?;
-    let mut sums = crate::backend::EvalSums::default();
-    let mut cold = 0usize;
-    for k in 0..ds.ratings.nnz() {
-        let u = model.users.get(ds.users.name(ds.ratings.users[k]));
-        let i = model.items.get(ds.items.name(ds.ratings.items[k]));
-        if u.is_none() || i.is_none() {
-            cold += 1;
-        }
-        let pred = model.predict(u, i);
-        let r = ds.ratings.values[k];
-        let e = (r - pred) as f64;
-        let ec = (r - pred.clamp(model.clip.0, model.clip.1)) as f64;
-        sums.count += 1;
-        sums.sse += e * e;
-        sums.sae += e.abs();
-        sums.sse_clipped += ec * ec;
-        sums.sae_clipped += ec.abs();
-    }
+    let ds = read_file(&a.data, parse_format(&a.format)?, model.duplicate_policy())?;
+    let ev = model.evaluate(&ds);
+    let s = ev.sums;
     println!(
         "{}: rmse {:.5} mae {:.5} | clipped rmse {:.5} mae {:.5} ({} entries, {} with an unknown user or item)",
         a.data.display(),
-        sums.rmse(),
-        sums.mae(),
-        sums.rmse_clipped(),
-        sums.mae_clipped(),
-        sums.count,
-        cold
+        s.rmse(),
+        s.mae(),
+        s.rmse_clipped(),
+        s.mae_clipped(),
+        s.count,
+        ev.cold
     );
     Ok(())
 }
@@ -456,18 +440,7 @@ fn devices() -> Result<()> {
 
 fn bench(a: BenchArgs) -> Result<()> {
     use crate::bench::{format_table, run, BenchConfig};
-    let mut cfg = match &a.config {
-        Some(p) => BenchConfig::load(p, &a.overrides)?,
-        None => {
-            let mut v = serde_json::to_value(BenchConfig::default()).expect("serialises");
-            for o in &a.overrides {
-                crate::config::apply_override(&mut v, o)?;
-            }
-            let mut c: BenchConfig = crate::config::from_tree("--set", v)?;
-            c.name.get_or_insert_with(|| "default".into());
-            c
-        }
-    };
+    let mut cfg = BenchConfig::load_or_default(a.config.as_deref(), &a.overrides)?;
     if let Some(j) = &a.json {
         cfg.output = Some(j.clone());
     }
@@ -499,48 +472,57 @@ fn bench(a: BenchArgs) -> Result<()> {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    use std::io::{BufRead, Write};
+    use std::fmt::Write as _;
+    if let Some(out) = &a.out {
+        refuse_overwriting_input(out, &[&a.pairs, &a.model])?;
+    }
     let model = ModelFile::load(&a.model)?;
-    let file = std::fs::File::open(&a.pairs).map_err(|e| Error::io(&a.pairs, e))?;
-    let mut out: Box<dyn Write> = match &a.out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| Error::io(p, e))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let out_name = a.out.clone().unwrap_or_else(|| PathBuf::from("(stdout)"));
-    let (mut n, mut cold) = (0usize, 0usize);
-    for (k, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line =
-            line.map_err(|e| Error::data(&a.pairs, k + 1, format!("cannot read line: {e}")))?;
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = t
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if f.len() < 2 {
-            return Err(Error::data(
-                &a.pairs,
-                k + 1,
-                format!("expected `user item`, found {} field(s)", f.len()),
-            ));
-        }
-        let (u, i) = (model.users.get(f[0]), model.items.get(f[1]));
-        if u.is_none() || i.is_none() {
-            cold += 1;
-        }
-        let mut p = model.predict(u, i);
+    let pairs = read_pairs(&a.pairs)?;
+    let mut text = String::new();
+    let mut cold = 0usize;
+    for (u, i) in &pairs {
+        let (du, di) = (model.users.get(u), model.items.get(i));
+        cold += (du.is_none() || di.is_none()) as usize;
+        let mut p = model.predict(du, di);
         if a.clip {
             p = p.clamp(model.clip.0, model.clip.1);
         }
-        writeln!(out, "{}\t{}\t{p}", f[0], f[1]).map_err(|e| Error::io(&out_name, e))?;
-        n += 1;
+        writeln!(text, "{u}\t{i}\t{p}").expect("writing to a String");
     }
-    out.flush().map_err(|e| Error::io(&out_name, e))?;
-    eprintln!("sslf: predicted {n} pairs ({cold} with an unknown user or item, predicted from the known parts)");
+    match &a.out {
+        Some(p) => write_atomic(p, text.as_bytes())?,
+        None => {
+            use std::io::Write;
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes())
+                .and_then(|_| o.flush())
+                .map_err(|e| Error::io("(stdout)", e))?;
+        }
+    }
+    eprintln!(
+        "sslf: predicted {} pairs ({cold} with an unknown user or item, predicted from the known parts)",
+        pairs.len()
+    );
+    Ok(())
+}
+
+/// Refuses an output path that names one of the inputs (the same file, by any spelling).
+fn refuse_overwriting_input(out: &std::path::Path, inputs: &[&std::path::Path]) -> Result<()> {
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    if let Some(o) = canon(out) {
+        for i in inputs {
+            if canon(i).as_ref() == Some(&o) {
+                return Err(Error::Config {
+                    file: "command line".into(),
+                    path: "--out".into(),
+                    message: format!(
+                        "{} is also an input; write the output elsewhere",
+                        out.display()
+                    ),
+                });
+            }
+        }
+    }
     Ok(())
 }
 

@@ -313,3 +313,13 @@ mod tests {
         assert_eq!(m.by_item.values, vec![2.0, 3.0, 1.0, 5.0]);
     }
 }
+
+/// True for a finite x ≥ 0 (false for NaN).
+pub fn finite_nonneg(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// True for a finite x > 0 (false for NaN).
+pub fn finite_pos(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}

@@ -64,6 +64,39 @@ impl Format {
     }
 }
 
+/// Reads a file of `user item` pairs (whitespace- or comma-separated; further columns, blank
+/// lines and `#` comments are ignored), in the original ids' spelling. The whole file is read
+/// before anything is returned, so an error on any line leaves nothing half-done downstream.
+pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut pairs = Vec::new();
+    for (k, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::data(path, k + 1, format!("cannot read line: {e}")))?;
+        let t = if k == 0 {
+            line.trim_start_matches('\u{feff}').trim()
+        } else {
+            line.trim()
+        };
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let mut f = t
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty());
+        match (f.next(), f.next()) {
+            (Some(u), Some(i)) => pairs.push((u.to_string(), i.to_string())),
+            _ => {
+                return Err(Error::data(
+                    path,
+                    k + 1,
+                    "expected `user item`, found 1 field",
+                ))
+            }
+        }
+    }
+    Ok(pairs)
+}
+
 /// Reads one rating file into a new data set with fresh id maps.
 pub fn read_file(path: &Path, format: Format, dups: DuplicatePolicy) -> Result<Dataset> {
     let mut ds = Dataset::default();

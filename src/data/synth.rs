@@ -74,12 +74,10 @@ impl SynthConfig {
         if self.rank == 0 {
             return Err("rank must be positive".into());
         }
-        if !crate::model::finite_nonneg(self.noise) {
+        if !super::finite_nonneg(self.noise) {
             return Err("noise must be a finite number ≥ 0".into());
         }
-        if !crate::model::finite_nonneg(self.user_exponent)
-            || !crate::model::finite_nonneg(self.item_exponent)
-        {
+        if !super::finite_nonneg(self.user_exponent) || !super::finite_nonneg(self.item_exponent) {
             return Err("degree exponents must be ≥ 0".into());
         }
         Ok(())

@@ -179,7 +179,11 @@ fn make_solver<'b, B: Backend + 'b>(
             Box::new(Sgd::new(
                 &cfg.solver,
                 &p.layout,
-                data.train.clone(),
+                crate::solver::sgd::HostEntries {
+                    users: data.train.users.clone(),
+                    items: data.train.items.clone(),
+                    values: data.train.values.clone(),
+                },
                 &reg,
                 user_counts,
                 item_counts,

@@ -19,7 +19,7 @@ use super::data::{prepare, Prepared};
 use super::observe::{JsonlWriter, Observers};
 use super::output::{write_atomic, RunDir};
 use super::report::{plots, select_by_valid, tables, JobResult};
-use crate::backend::any::{self, AnyBackend};
+use crate::backend::any::{self, AnyBackend, BackendChoice};
 use crate::config::{apply_override, from_tree, read_json, TrainConfig};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -135,7 +135,7 @@ impl SuiteConfig {
     }
 
     /// Expands runs × grid × seeds into jobs, each with a validated config.
-    pub fn jobs(&self, out: &Path, backend: Option<&str>) -> Result<Vec<Job>> {
+    pub fn jobs(&self, out: &Path, backend: Option<BackendChoice>) -> Result<Vec<Job>> {
         let mut jobs = Vec::new();
         for (r, run) in self.runs.iter().enumerate() {
             let file = run
@@ -193,10 +193,10 @@ impl SuiteConfig {
                     assign(&mut v, "train.seed", &Value::from(seed))?;
                     assign(&mut v, "name", &Value::from(label.clone()))?;
                     assign(&mut v, "train.save_model", &Value::from(false))?;
+                    let mut config = TrainConfig::from_value(&file.display().to_string(), v)?;
                     if let Some(b) = backend {
-                        assign(&mut v, "train.backend", &Value::from(b))?;
+                        config.train.backend = b;
                     }
-                    let config = TrainConfig::from_value(&file.display().to_string(), v)?;
                     jobs.push(Job {
                         method: run.label.clone(),
                         label: label.clone(),
@@ -281,7 +281,7 @@ fn run_job(job: &Job, backends: &mut HashMap<String, AnyBackend>, data: &Prepare
 pub fn run_cli(
     path: &Path,
     output: Option<&Path>,
-    backend: Option<&str>,
+    backend: Option<BackendChoice>,
     quiet: bool,
 ) -> Result<()> {
     use indicatif::{ProgressBar, ProgressStyle};

@@ -12,8 +12,9 @@
 //! Loading checks every shape against the metadata and never trusts a length it has not checked:
 //! a truncated or corrupted file gives an error naming the file, never a panic.
 
-use super::{Layout, ModelKind};
-use crate::data::IdMap;
+use super::{EvalSums, Layout, ModelKind};
+use crate::data::read::DuplicatePolicy;
+use crate::data::{Dataset, IdMap};
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -252,6 +253,41 @@ impl ModelFile {
             }
         }
         s
+    }
+}
+
+/// [`ModelFile::evaluate`]'s result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub sums: EvalSums,
+    /// Entries whose user or item the model does not know (predicted from the known parts).
+    pub cold: usize,
+}
+
+impl ModelFile {
+    /// Error sums of the model's predictions on `ds`, whose ids are matched to the model's by
+    /// their original spelling.
+    pub fn evaluate(&self, ds: &Dataset) -> Evaluation {
+        let mut sums = EvalSums::default();
+        let mut cold = 0usize;
+        let r = &ds.ratings;
+        for k in 0..r.nnz() {
+            let u = self.users.get(ds.users.name(r.users[k]));
+            let i = self.items.get(ds.items.name(r.items[k]));
+            cold += (u.is_none() || i.is_none()) as usize;
+            let pred = self.predict(u, i);
+            sums.add(r.values[k], pred, pred.clamp(self.clip.0, self.clip.1));
+        }
+        Evaluation { sums, cold }
+    }
+
+    /// The duplicate policy of the data the model was trained on (as its stored config says;
+    /// the default when it says nothing), so evaluation reads files the way training did.
+    pub fn duplicate_policy(&self) -> DuplicatePolicy {
+        serde_json::from_str::<serde_json::Value>(&self.config)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["data"]["duplicates"].clone()).ok())
+            .unwrap_or_default()
     }
 }
 

@@ -10,15 +10,7 @@ pub mod rank;
 
 use rand::prelude::*;
 
-/// True for a finite x ≥ 0 (false for NaN).
-pub fn finite_nonneg(x: f64) -> bool {
-    x.is_finite() && x >= 0.0
-}
-
-/// True for a finite x > 0 (false for NaN).
-pub fn finite_pos(x: f64) -> bool {
-    x.is_finite() && x > 0.0
-}
+pub use crate::data::{finite_nonneg, finite_pos};
 
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
@@ -270,5 +262,44 @@ impl ModelConfig {
             }
         }
         d
+    }
+}
+
+/// Sums over a set of entries, from which RMSE and MAE follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct EvalSums {
+    pub count: u64,
+    pub sse: f64,
+    pub sae: f64,
+    /// Same, with predictions clipped to the rating range.
+    pub sse_clipped: f64,
+    pub sae_clipped: f64,
+}
+
+impl EvalSums {
+    pub fn rmse(&self) -> f64 {
+        (self.sse / self.count.max(1) as f64).sqrt()
+    }
+    pub fn mae(&self) -> f64 {
+        self.sae / self.count.max(1) as f64
+    }
+    pub fn rmse_clipped(&self) -> f64 {
+        (self.sse_clipped / self.count.max(1) as f64).sqrt()
+    }
+    pub fn mae_clipped(&self) -> f64 {
+        self.sae_clipped / self.count.max(1) as f64
+    }
+}
+
+impl EvalSums {
+    /// Adds one entry: rating `r`, prediction `pred`, and its clipped form `pred_clipped`.
+    pub fn add(&mut self, r: f32, pred: f32, pred_clipped: f32) {
+        let e = (r - pred) as f64;
+        let ec = (r - pred_clipped) as f64;
+        self.count += 1;
+        self.sse += e * e;
+        self.sae += e.abs();
+        self.sse_clipped += ec * ec;
+        self.sae_clipped += ec.abs();
     }
 }

@@ -7,16 +7,24 @@
 
 use super::{IterReport, Solver, SolverConfig, SolverState};
 use crate::backend::Backend;
-use crate::data::Ratings;
 use crate::error::Result;
 use crate::model::{Layout, ModelKind};
 use crate::problem::Problem;
 use rand::prelude::*;
 
+/// The training entries SGD visits, held on the host (SGD updates θ per entry in a shuffled
+/// order, which has no device formulation here).
+#[derive(Debug, Clone, Default)]
+pub struct HostEntries {
+    pub users: Vec<u32>,
+    pub items: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
 pub struct Sgd {
     lr: f64,
     decay: f64,
-    data: Ratings,
+    data: HostEntries,
     /// Ridge weight per entry for each θ coordinate (D / count).
     w: Vec<f32>,
     theta: Option<Vec<f32>>,
@@ -32,7 +40,7 @@ impl Sgd {
     pub fn new(
         cfg: &SolverConfig,
         layout: &Layout,
-        data: Ratings,
+        data: HostEntries,
         reg: &[f32],
         user_counts: &[u32],
         item_counts: &[u32],
@@ -59,7 +67,7 @@ impl Sgd {
                 per(&mut w[layout.c_off() + i], c);
             }
         }
-        let order = (0..data.nnz()).collect();
+        let order = (0..data.values.len()).collect();
         Sgd {
             lr: cfg.lr(),
             decay: cfg.lr_decay,
@@ -149,7 +157,7 @@ impl<B: Backend> Solver<B> for Sgd {
     fn load_state(&mut self, _p: &Problem<B>, s: &SolverState) -> Result<()> {
         let epochs = s.scalar("epochs")? as u64;
         self.rng = StdRng::seed_from_u64(self.seed ^ 0x5_6D);
-        self.order = (0..self.data.nnz()).collect();
+        self.order = (0..self.data.values.len()).collect();
         self.epochs = 0;
         while self.epochs < epochs {
             self.shuffle();
