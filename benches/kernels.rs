@@ -60,6 +60,7 @@ fn kernels(c: &mut Criterion) {
         max_chunk_bytes: None,
         subgroups: true,
         max_resident_bytes: None,
+        ..Default::default()
     }) {
         Ok(g) => bench_backend(c, &g, &m),
         Err(e) => eprintln!("gpu benches skipped: {e}"),

@@ -126,6 +126,7 @@ impl From<&GpuConfig> for crate::backend::gpu::GpuOptions {
             max_chunk_bytes: c.max_chunk_bytes,
             subgroups: c.subgroups.unwrap_or(d.subgroups),
             max_resident_bytes: c.max_resident_bytes,
+            backends: d.backends,
         }
     }
 }

@@ -128,7 +128,7 @@ fn device_reports_its_adapter_and_limits() {
     assert_eq!(info.backend, "gpu");
     assert!(!info.name.is_empty());
     assert!(g.limits().max_compute_workgroups_per_dimension >= 65_535);
-    assert!(!sslf::backend::gpu::list_adapters().is_empty());
+    assert!(!sslf::backend::gpu::list_adapters().unwrap().is_empty());
     g.sync().unwrap();
 }
 
@@ -209,6 +209,7 @@ fn training_with_theta_in_row_blocks_and_streamed_ratings_follows_the_cpu() {
         max_chunk_bytes: Some(32 * 1024),
         subgroups: true,
         max_resident_bytes: Some(1_000_000),
+        ..Default::default()
     })
     .unwrap();
     let o = vec![
@@ -244,6 +245,7 @@ fn streamed_ratings_give_the_resident_results_and_free_their_budget() {
         max_chunk_bytes: Some(4096),
         subgroups: true,
         max_resident_bytes: Some(0),
+        ..Default::default()
     })
     .unwrap();
     let fx = fixture(ModelKind::Lf, true, Regularization::PerEntry, 23);
@@ -268,6 +270,7 @@ fn streamed_ratings_give_the_resident_results_and_free_their_budget() {
         max_chunk_bytes: Some(4096),
         subgroups: true,
         max_resident_bytes: Some(1 << 20),
+        ..Default::default()
     })
     .unwrap();
     let m = h.upload_matrix(&fx.matrix, &fx.layout).unwrap();

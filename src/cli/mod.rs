@@ -428,7 +428,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn devices() -> Result<()> {
-    let adapters = gpu::list_adapters();
+    let adapters = gpu::list_adapters()?;
     if adapters.is_empty() {
         println!("no wgpu adapters found (install a Vulkan driver, e.g. mesa-vulkan-drivers)");
     }

@@ -51,6 +51,7 @@ fn cached(
             max_chunk_bytes,
             subgroups,
             max_resident_bytes,
+            backends: None,
         })
     });
     if g.is_none() {
@@ -87,9 +88,21 @@ pub fn gpu_streamed() -> Option<&'static GpuBackend> {
     cached(&GPU, Some(2048), true, Some(16_000))
 }
 
+/// The GPU backend on wgpu's GL back end (Mesa llvmpipe through EGL here), portable kernels.
+pub fn gpu_gl() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    let g = GPU.get_or_init(|| {
+        open_gpu(GpuOptions {
+            backends: Some(wgpu::Backends::GL),
+            ..Default::default()
+        })
+    });
+    g.as_ref()
+}
+
 /// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
 /// `cpu_two_pass::name` (CSR + CSC passes), `gpu::name`, `gpu_chunked::name` (portable kernels) and
-/// `gpu_chunked_sg::name` and `gpu_streamed::name`.
+/// `gpu_chunked_sg::name`, `gpu_streamed::name` and `gpu_gl::name` (wgpu's GL back end).
 #[macro_export]
 macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
@@ -110,6 +123,9 @@ macro_rules! backend_suite {
         }
         mod gpu_streamed {
             $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_streamed() { super::$name(g); } } )*
+        }
+        mod gpu_gl {
+            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_gl() { super::$name(g); } } )*
         }
     };
 }

@@ -12,6 +12,7 @@
 //! The blocking depends only on the layout and the cap, so two vectors of the same model always
 //! agree, and reductions over them run in one fixed order.
 
+use crate::data::Compressed;
 use crate::error::{Error, Result};
 use crate::model::{Layout, ModelKind};
 use std::ops::Range;
@@ -219,6 +220,98 @@ impl Blocking {
     }
 }
 
+/// One tile of a side's ratings, planned on the host: a run of rows of one own row block,
+/// restricted to the columns of one row block of the other side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TilePlan {
+    pub own: usize,
+    pub other: usize,
+    /// First row, relative to the own block.
+    pub row_start: u32,
+    pub n_rows: u32,
+    /// The tiles over the same rows with `other == 0` initialise them; those with the last
+    /// `other` finish them.
+    pub first: bool,
+    pub last: bool,
+    /// `n_rows + 1` offsets into the pairs.
+    pub rowptr: Vec<u32>,
+    /// (column local to the other block, rating bits) pairs, columns ascending within a row.
+    pub entries: Vec<u32>,
+}
+
+/// Cuts one compressed side (CSR by user or CSC by item) into tiles of at most `cap_bytes` per
+/// array: for each own row block, for each block of the other side, runs of rows whose entries in
+/// that block fit. Tiles come out ordered by own block, then other block, then row, and go to
+/// `emit` one at a time (so only one tile is held on the host). A row whose entries within one
+/// other block exceed a tile is a `DeviceMemory` error naming it.
+pub fn plan_tiles(
+    what: &str,
+    c: &Compressed,
+    own: &[RowBlock],
+    other: &[RowBlock],
+    cap_bytes: u64,
+    mut emit: impl FnMut(TilePlan) -> Result<()>,
+) -> Result<()> {
+    let max_entries = (cap_bytes / 8) as usize;
+    let max_rows = (cap_bytes / 4) as usize - 1;
+    for (ob, blk) in own.iter().enumerate() {
+        let n = blk.rows.len();
+        // Per row, the first entry not yet given to a tile (columns ascend within a row).
+        let mut cur: Vec<usize> = blk.rows.clone().map(|r| c.ptr[r] as usize).collect();
+        for (cb, cblk) in other.iter().enumerate() {
+            let ends: Vec<usize> = blk
+                .rows
+                .clone()
+                .zip(&cur)
+                .map(|(r, &from)| {
+                    let row = &c.index[from..c.ptr[r + 1] as usize];
+                    from + row.partition_point(|&col| (col as usize) < cblk.rows.end)
+                })
+                .collect();
+            let mut r0 = 0;
+            while r0 < n {
+                let mut r1 = r0;
+                let mut count = 0;
+                while r1 < n && r1 - r0 < max_rows && count + ends[r1] - cur[r1] <= max_entries {
+                    count += ends[r1] - cur[r1];
+                    r1 += 1;
+                }
+                if r1 == r0 {
+                    let row = blk.rows.start + r0;
+                    return Err(Error::DeviceMemory {
+                        what: format!("{what} row {row} ({} entries)", ends[r0] - cur[r0]),
+                        needed: (ends[r0] - cur[r0]) as u64 * 8,
+                        available: format!("one rating chunk holds at most {cap_bytes} bytes"),
+                    });
+                }
+                let mut rowptr = Vec::with_capacity(r1 - r0 + 1);
+                let mut entries = Vec::with_capacity(2 * count);
+                rowptr.push(0u32);
+                for k in r0..r1 {
+                    for e in cur[k]..ends[k] {
+                        entries.push(c.index[e] - cblk.rows.start as u32);
+                        entries.push(c.values[e].to_bits());
+                    }
+                    rowptr.push((entries.len() / 2) as u32);
+                }
+                emit(TilePlan {
+                    own: ob,
+                    other: cb,
+                    row_start: r0 as u32,
+                    n_rows: (r1 - r0) as u32,
+                    first: cb == 0,
+                    last: cb + 1 == other.len(),
+                    rowptr,
+                    entries,
+                })?;
+                r0 = r1;
+            }
+            cur = ends;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +381,108 @@ mod tests {
         assert_eq!(b.segs, vec![4, 4, 2]);
         assert_eq!(b.ranges(3..6), vec![(0, 3..4), (1, 0..2)]);
         assert_eq!(Blocking::flat(0, 4).segs, vec![0]);
+    }
+
+    fn blocks(sizes: &[usize]) -> Vec<RowBlock> {
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&n| {
+                let b = RowBlock {
+                    rows: start..start + n,
+                    seg: 0,
+                    factor_off: 0,
+                    bias_off: 0,
+                };
+                start += n;
+                b
+            })
+            .collect()
+    }
+
+    /// A 9 × 8 side with uneven rows (row 4 empty, row 6 dense).
+    fn side() -> Compressed {
+        let mut ptr = vec![0u64];
+        let (mut index, mut values) = (Vec::new(), Vec::new());
+        for r in 0..9u32 {
+            let cols: Vec<u32> = match r {
+                4 => vec![],
+                6 => (0..8).collect(),
+                _ => (0..8).filter(|c| (c * 3 + r) % 4 == 0).collect(),
+            };
+            for c in cols {
+                index.push(c);
+                values.push((r * 10 + c) as f32);
+            }
+            ptr.push(index.len() as u64);
+        }
+        Compressed {
+            n_rows: 9,
+            n_cols: 8,
+            ptr,
+            index,
+            values,
+        }
+    }
+
+    fn plan(own: &[usize], other: &[usize], cap: u64) -> Result<Vec<TilePlan>> {
+        let mut out = Vec::new();
+        plan_tiles("test", &side(), &blocks(own), &blocks(other), cap, |t| {
+            out.push(t);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn tiles_cover_every_entry_once_in_block_order() {
+        let c = side();
+        for (own, other, cap) in [
+            (vec![9], vec![8], 1 << 20),
+            (vec![4, 5], vec![3, 5], 1 << 20),
+            (vec![2, 3, 4], vec![1, 7], 64),
+            (vec![9], vec![3, 5], 40),
+            (vec![9], vec![8], 64),
+        ] {
+            let (ob, cb) = (blocks(&own), blocks(&other));
+            let tiles = plan(&own, &other, cap).unwrap();
+            let mut seen = vec![0u32; c.index.len()];
+            let mut last_key = (0, 0, 0);
+            for t in &tiles {
+                let key = (t.own, t.other, t.row_start);
+                assert!(key >= last_key, "order {key:?} after {last_key:?}");
+                last_key = key;
+                assert_eq!(t.first, t.other == 0);
+                assert_eq!(t.last, t.other + 1 == other.len());
+                assert_eq!(t.rowptr.len(), t.n_rows as usize + 1);
+                assert!(t.rowptr.len() * 4 <= cap as usize && t.entries.len() * 4 <= cap as usize);
+                for k in 0..t.n_rows as usize {
+                    let row = ob[t.own].rows.start + t.row_start as usize + k;
+                    let (a, b) = (t.rowptr[k] as usize, t.rowptr[k + 1] as usize);
+                    for e in a..b {
+                        let col = t.entries[2 * e] as usize + cb[t.other].rows.start;
+                        assert!(cb[t.other].rows.contains(&col));
+                        let v = f32::from_bits(t.entries[2 * e + 1]);
+                        assert_eq!(v, (row * 10 + col) as f32);
+                        let pos = (c.ptr[row] as usize..c.ptr[row + 1] as usize)
+                            .find(|&p| c.index[p] as usize == col)
+                            .unwrap();
+                        seen[pos] += 1;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|&s| s == 1),
+                "{own:?} {other:?} {cap}: {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_wider_than_a_tile_is_named() {
+        // Row 6 has 8 entries in one other block: 64 bytes, over a 56-byte cap.
+        let e = plan(&[9], &[8], 56).unwrap_err().to_string();
+        assert!(e.contains("test row 6 (8 entries)"), "{e}");
+        assert!(plan(&[9], &[4, 4], 56).is_ok());
     }
 }

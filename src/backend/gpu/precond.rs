@@ -4,9 +4,9 @@
 //! storage binding; a tile's dispatch is split where it crosses a chunk boundary.
 
 use super::blocking::{Blocking, RowBlock};
-use super::ops::{GpuMatrix, GpuSide, ROW_GROUPS};
 use super::shaders::{Kernel, Params, FLAG_DBLOCK, FLAG_FIRST, FLAG_LAST};
 use super::{GpuBackend, GpuVector};
+use super::{GpuMatrix, GpuSide, ROW_GROUPS};
 use crate::backend::precond::{block_width, has_d, max_block_width, packed_len};
 use crate::backend::{PrecondKind, Shift, VectorOps};
 use crate::error::{Error, Result};

@@ -1,33 +1,20 @@
-//! Dispatch code for every backend op, mirroring `backend/cpu`: one function per kernel call, with
-//! the grid, the bindings and the partial slots it needs.
-//!
-//! Vectors are segmented by their [`Blocking`]: element-wise ops and reductions run once per
-//! segment (partials concatenated in segment order), range ops once per piece of the range. The
-//! rating arrays are cut into [`Tile`]s, one per (own row block, other row block, run of rows), so
-//! a row pass binds exactly one block of θ per side.
+//! The sparse ops (`SparseOps`): the rating matrix in tiles (own rows of one row block × the
+//! columns of one block of the other side, cut by entry count), row passes over them, and
+//! evaluation entries grouped by block pair. Mirrors `backend/cpu/sparse.rs`.
 
-use super::blocking::{Blocking, RowBlock};
+use super::blocking::{plan_tiles, Blocking, RowBlock};
 use super::shaders::{
     Kernel, Params, FLAG_BIASES, FLAG_DBLOCK, FLAG_FIRST, FLAG_HESSIAN, FLAG_LAST, FLAG_UDV,
     FLAG_WRITE,
 };
-use super::{GpuBackend, GpuVector, State, Stored};
+use super::{GpuBackend, GpuVector, State, Stored, REDUCE_GROUPS, ROW_GROUPS};
 use crate::backend::{
-    check_entries, check_shape, AdamHyper, Curvature, EvalSums, PrecondKind, Shift, SparseOps,
-    VectorOps,
+    check_entries, check_shape, Curvature, EvalSums, PrecondKind, Shift, SparseOps,
 };
 use crate::data::{Compressed, Matrix, Ratings};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Layout, ModelKind};
-use std::ops::Range;
 use std::sync::Arc;
-
-/// Most workgroups of an element-wise grid (the per-dimension limit).
-pub(super) const MAX_GROUPS: u32 = 65_535;
-/// Workgroups of a reduction (so at most this many partials per reduction).
-const REDUCE_GROUPS: u32 = 1024;
-/// Most workgroups of a row pass per tile.
-pub(super) const ROW_GROUPS: u32 = 4096;
 
 /// A run of rows of one own row block, restricted to the columns of one row block of the other
 /// side, with column indices local to that block.
@@ -90,203 +77,28 @@ struct EntryTile {
     coo: Stored,
 }
 
-/// Where in which vectors a kernel reads and writes: (binding, vector) for each vector operand.
-type Operands<'a> = [(u32, &'a GpuVector)];
-
 impl GpuBackend {
-    pub(super) fn new_vector(
-        &self,
-        blocking: Arc<Blocking>,
-        data: Option<&[f32]>,
-    ) -> Result<GpuVector> {
-        let host = data.map(|d| blocking.scatter(d));
-        let mut segs = Vec::with_capacity(blocking.segs.len());
-        for (k, &n) in blocking.segs.iter().enumerate() {
-            let bytes = host
-                .as_ref()
-                .map(|h| bytemuck::cast_slice::<f32, u8>(&h[k]));
-            // New wgpu buffers are zero-initialised.
-            segs.push(self.storage_buffer("vector", n as u64 * 4, bytes)?);
-        }
-        Ok(GpuVector { segs, blocking })
-    }
-
-    fn compatible(a: &Arc<Blocking>, b: &Arc<Blocking>) -> bool {
-        Arc::ptr_eq(a, b) || a.compatible(b)
-    }
-
-    /// Fails unless all operands are segmented alike.
-    fn check_alike(vecs: &Operands) -> Result<()> {
-        let first = &vecs[0].1.blocking;
-        for (_, v) in &vecs[1..] {
-            if !Self::compatible(first, &v.blocking) {
-                return Err(Error::Unsupported(format!(
-                    "vectors of lengths {} and {} are not laid out alike on the device (create \
-                     θ-shaped vectors with upload_params/zeros_params/zeros_like)",
-                    first.len, v.blocking.len
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn check_vector(&self, blocking: &Arc<Blocking>, v: &GpuVector) -> Result<()> {
-        if !Self::compatible(blocking, &v.blocking) {
-            return Err(Error::Unsupported(format!(
-                "a vector of length {} ({} segments) is not laid out as the model's {} parameters \
-                 ({} segments); create it with upload_params or zeros_params",
-                v.blocking.len,
-                v.segs.len(),
-                blocking.len,
-                blocking.segs.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Every segment of `v`, whole.
-    fn whole(v: &GpuVector) -> Vec<(usize, Range<usize>)> {
-        v.blocking
-            .segs
-            .iter()
-            .enumerate()
-            .map(|(k, &n)| (k, 0..n))
-            .collect()
-    }
-
-    fn bindings<'a>(vecs: &'a Operands<'a>, seg: usize) -> Vec<(u32, &'a wgpu::Buffer)> {
-        vecs.iter().map(|(b, v)| (*b, &v.segs[seg])).collect()
-    }
-
-    /// One element-wise dispatch per (segment, range): `n` = range length, `start` = its start.
-    fn elementwise(
-        &self,
-        kernel: Kernel,
-        params: Params,
-        jobs: &[(usize, Range<usize>)],
-        vecs: &Operands,
-    ) -> Result<()> {
-        Self::check_alike(vecs)?;
-        let mut st = self.lock();
-        for (seg, r) in jobs.iter().filter(|(_, r)| !r.is_empty()) {
-            let p = Params {
-                n: r.len() as u32,
-                start: r.start as u32,
-                ..params
-            };
-            let bind = Self::bindings(vecs, *seg);
-            self.dispatch(&mut st, kernel, p, &bind, Self::groups(r.len(), MAX_GROUPS));
-        }
-        Ok(())
-    }
-
-    /// One reduction dispatch per (segment, range), partials read once and added in order.
-    fn reduction(
-        &self,
-        kernel: Kernel,
-        jobs: &[(usize, Range<usize>)],
-        vecs: &Operands,
-    ) -> Result<f64> {
-        Self::check_alike(vecs)?;
-        let jobs: Vec<_> = jobs.iter().filter(|(_, r)| !r.is_empty()).collect();
-        if jobs.is_empty() {
-            return Ok(0.0);
-        }
-        let mut st = self.lock();
-        let slots: usize = jobs
-            .iter()
-            .map(|(_, r)| Self::groups(r.len(), REDUCE_GROUPS) as usize)
-            .sum();
-        self.reserve_partials(&mut st, slots);
-        let partials = st.partials.clone();
-        let mut part = 0usize;
-        for (seg, r) in jobs {
-            let g = Self::groups(r.len(), REDUCE_GROUPS);
-            let p = Params {
-                n: r.len() as u32,
-                start: r.start as u32,
-                part: part as u32,
-                ..Default::default()
-            };
-            let mut bind = Self::bindings(vecs, *seg);
-            bind.push((4, &partials));
-            self.dispatch(&mut st, kernel, p, &bind, g);
-            part += g as usize;
-        }
-        let parts = self.read_partials(&mut st, part)?;
-        Ok(parts.iter().map(|&x| x as f64).sum())
-    }
-
-    /// Tiles one compressed side: for each own row block and each other row block, the entries of
-    /// the own rows whose columns lie in the other block, cut into runs of rows under the chunk cap.
-    fn upload_side(
+    /// Uploads one compressed side in the tiles [`plan_tiles`] cuts, each stored as it is planned.
+    pub(super) fn upload_side(
         &self,
         what: &str,
         c: &Compressed,
         own: &[RowBlock],
         other: &[RowBlock],
     ) -> Result<GpuSide> {
-        let max_entries = (self.tile_cap / 8) as usize;
-        let max_rows = (self.tile_cap / 4) as usize - 1;
         let mut tiles = Vec::new();
-        for (ob, blk) in own.iter().enumerate() {
-            let n = blk.rows.len();
-            // Per row, the first entry not yet given to a tile (columns ascend within a row).
-            let mut cur: Vec<usize> = blk.rows.clone().map(|r| c.ptr[r] as usize).collect();
-            for (cb, cblk) in other.iter().enumerate() {
-                let ends: Vec<usize> = blk
-                    .rows
-                    .clone()
-                    .zip(&cur)
-                    .map(|(r, &from)| {
-                        let row = &c.index[from..c.ptr[r + 1] as usize];
-                        from + row.partition_point(|&col| (col as usize) < cblk.rows.end)
-                    })
-                    .collect();
-                let mut r0 = 0;
-                while r0 < n {
-                    let mut r1 = r0;
-                    let mut count = 0;
-                    while r1 < n && r1 - r0 < max_rows && count + ends[r1] - cur[r1] <= max_entries
-                    {
-                        count += ends[r1] - cur[r1];
-                        r1 += 1;
-                    }
-                    if r1 == r0 {
-                        let row = blk.rows.start + r0;
-                        return Err(Error::DeviceMemory {
-                            what: format!("{what} row {row} ({} entries)", ends[r0] - cur[r0]),
-                            needed: (ends[r0] - cur[r0]) as u64 * 8,
-                            available: format!(
-                                "one rating chunk holds at most {} bytes",
-                                self.tile_cap
-                            ),
-                        });
-                    }
-                    let mut rowptr = Vec::with_capacity(r1 - r0 + 1);
-                    let mut ent = Vec::with_capacity(2 * count);
-                    rowptr.push(0u32);
-                    for k in r0..r1 {
-                        for e in cur[k]..ends[k] {
-                            ent.push(c.index[e] - cblk.rows.start as u32);
-                            ent.push(c.values[e].to_bits());
-                        }
-                        rowptr.push((ent.len() / 2) as u32);
-                    }
-                    tiles.push(Tile {
-                        own: ob,
-                        other: cb,
-                        row_start: r0 as u32,
-                        n_rows: (r1 - r0) as u32,
-                        first: cb == 0,
-                        last: cb + 1 == other.len(),
-                        data: self.store_arrays(what, vec![rowptr, ent])?,
-                    });
-                    r0 = r1;
-                }
-                cur = ends;
-            }
-        }
+        plan_tiles(what, c, own, other, self.tile_cap, |t| {
+            tiles.push(Tile {
+                own: t.own,
+                other: t.other,
+                row_start: t.row_start,
+                n_rows: t.n_rows,
+                first: t.first,
+                last: t.last,
+                data: self.store_arrays(what, vec![t.rowptr, t.entries])?,
+            });
+            Ok(())
+        })?;
         Ok(GpuSide { tiles })
     }
 
@@ -331,7 +143,7 @@ impl GpuBackend {
     /// Records a row pass over one side; returns the partial slots it used (gradient kernel).
     /// With FLAG_DBLOCK, the d block of `out` is summed after each own block.
     #[allow(clippy::too_many_arguments)]
-    fn row_pass(
+    pub(super) fn row_pass(
         &self,
         st: &mut State,
         kernel: Kernel,
@@ -425,12 +237,20 @@ impl GpuBackend {
 
     /// The row-pass kernel: one subgroup per row where the adapter has subgroups, else one
     /// invocation per row.
-    fn row_kernel(&self, kernel: Kernel) -> Kernel {
+    pub(super) fn row_kernel(&self, kernel: Kernel) -> Kernel {
         match kernel {
             Kernel::GradRows if self.subgroups => Kernel::GradRowsSg,
             Kernel::CurvRows if self.subgroups => Kernel::CurvRowsSg,
             k => k,
         }
+    }
+
+    pub(super) fn row_slots(&self, side: &GpuSide) -> usize {
+        side.tiles
+            .iter()
+            .filter(|t| t.n_rows > 0)
+            .map(|t| self.row_groups(t.n_rows) as usize)
+            .sum()
     }
 
     /// Workgroups of a row pass over `n` rows: one row per invocation, or per subgroup (at least
@@ -444,28 +264,8 @@ impl GpuBackend {
         Self::groups(n as usize * per_row, ROW_GROUPS)
     }
 
-    fn row_slots(&self, side: &GpuSide) -> usize {
-        side.tiles
-            .iter()
-            .filter(|t| t.n_rows > 0)
-            .map(|t| self.row_groups(t.n_rows) as usize)
-            .sum()
-    }
-
-    /// Scratch for the UDV d block: the largest user block × f.
-    pub(super) fn reserve_dblock(
-        &self,
-        st: &mut State,
-        b: &Blocking,
-        layout: &Layout,
-    ) -> Result<()> {
-        let pb = b.params.as_ref().expect("parameter blocking");
-        let rows = pb.users.iter().map(|u| u.rows.len()).max().unwrap_or(0);
-        self.reserve_scratch(st, rows * layout.rank)
-    }
-
     /// Gradient (with `out`) or loss (without) over both or one side.
-    fn grad_or_loss(
+    pub(super) fn grad_or_loss(
         &self,
         m: &GpuMatrix,
         layout: &Layout,
@@ -518,187 +318,17 @@ impl GpuBackend {
         let parts = self.read_partials(&mut st, used)?;
         Ok(parts.iter().map(|&x| x as f64).sum())
     }
-}
 
-impl VectorOps for GpuBackend {
-    type Vector = GpuVector;
-
-    fn upload(&self, data: &[f32]) -> Result<GpuVector> {
-        self.new_vector(
-            Arc::new(Blocking::flat(data.len(), self.seg_cap())),
-            Some(data),
-        )
-    }
-
-    fn zeros(&self, len: usize) -> Result<GpuVector> {
-        self.new_vector(Arc::new(Blocking::flat(len, self.seg_cap())), None)
-    }
-
-    fn upload_params(&self, layout: &Layout, data: &[f32]) -> Result<GpuVector> {
-        if data.len() != layout.len() {
-            return Err(Error::Unsupported(format!(
-                "{} values given for a model of {} parameters",
-                data.len(),
-                layout.len()
-            )));
-        }
-        self.new_vector(self.param_blocking(layout)?, Some(data))
-    }
-
-    fn zeros_params(&self, layout: &Layout) -> Result<GpuVector> {
-        self.new_vector(self.param_blocking(layout)?, None)
-    }
-
-    fn zeros_like(&self, v: &GpuVector) -> Result<GpuVector> {
-        self.new_vector(v.blocking.clone(), None)
-    }
-
-    fn download(&self, v: &GpuVector) -> Result<Vec<f32>> {
-        let b = &v.blocking;
-        let mut out = vec![0f32; b.len];
-        let mut st = self.lock();
-        for (k, &n) in b.segs.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
-            let bytes = self.read_back(&mut st, &v.segs[k], n as u64 * 4)?;
-            b.gather(
-                k,
-                bytemuck::cast_slice::<u8, f32>(&bytes[..n * 4]),
-                &mut out,
-            );
-        }
-        Ok(out)
-    }
-
-    fn vec_len(&self, v: &GpuVector) -> usize {
-        v.blocking.len
-    }
-
-    fn copy(&self, src: &GpuVector, dst: &mut GpuVector) -> Result<()> {
-        self.elementwise(
-            Kernel::Copy,
-            Params::default(),
-            &Self::whole(src),
-            &[(1, src), (3, dst)],
-        )
-    }
-
-    fn fill(&self, v: &mut GpuVector, value: f32) -> Result<()> {
-        let p = Params {
-            a: value,
-            ..Default::default()
-        };
-        self.elementwise(Kernel::Fill, p, &Self::whole(v), &[(3, v)])
-    }
-
-    fn axpy(&self, a: f32, x: &GpuVector, y: &mut GpuVector) -> Result<()> {
-        let p = Params {
-            a,
-            ..Default::default()
-        };
-        self.elementwise(Kernel::Axpy, p, &Self::whole(x), &[(1, x), (3, y)])
-    }
-
-    fn xpby(&self, x: &GpuVector, b: f32, y: &mut GpuVector) -> Result<()> {
-        let p = Params {
-            b,
-            ..Default::default()
-        };
-        self.elementwise(Kernel::Xpby, p, &Self::whole(x), &[(1, x), (3, y)])
-    }
-
-    fn waxpy(&self, a: f32, x: &GpuVector, y: &GpuVector, out: &mut GpuVector) -> Result<()> {
-        let p = Params {
-            a,
-            ..Default::default()
-        };
-        self.elementwise(
-            Kernel::Waxpy,
-            p,
-            &Self::whole(x),
-            &[(1, x), (2, y), (3, out)],
-        )
-    }
-
-    fn scale(&self, a: f32, x: &mut GpuVector) -> Result<()> {
-        let p = Params {
-            a,
-            ..Default::default()
-        };
-        self.elementwise(Kernel::Scale, p, &Self::whole(x), &[(3, x)])
-    }
-
-    fn abs_shift_sq(&self, x: &GpuVector, a: f32, out: &mut GpuVector) -> Result<()> {
-        let p = Params {
-            a,
-            ..Default::default()
-        };
-        self.elementwise(Kernel::AbsShiftSq, p, &Self::whole(x), &[(1, x), (3, out)])
-    }
-
-    fn mul_add(&self, d: &GpuVector, x: &GpuVector, y: &mut GpuVector) -> Result<()> {
-        self.elementwise(
-            Kernel::MulAdd,
-            Params::default(),
-            &Self::whole(x),
-            &[(1, d), (2, x), (3, y)],
-        )
-    }
-
-    fn dot(&self, x: &GpuVector, y: &GpuVector) -> Result<f64> {
-        self.reduction(Kernel::Dot, &Self::whole(x), &[(1, x), (2, y)])
-    }
-
-    fn wdot(&self, d: &GpuVector, x: &GpuVector, y: &GpuVector) -> Result<f64> {
-        self.reduction(Kernel::Wdot, &Self::whole(x), &[(1, x), (2, y), (3, d)])
-    }
-
-    fn norm_sq_range(&self, x: &GpuVector, range: Range<usize>) -> Result<f64> {
-        self.reduction(Kernel::SumSq, &x.blocking.ranges(range), &[(1, x)])
-    }
-
-    fn scale_range(&self, x: &mut GpuVector, range: Range<usize>, a: f32) -> Result<()> {
-        let p = Params {
-            a,
-            ..Default::default()
-        };
-        let jobs = x.blocking.ranges(range);
-        self.elementwise(Kernel::Scale, p, &jobs, &[(3, x)])
-    }
-
-    fn clamp_min_range(&self, x: &mut GpuVector, range: Range<usize>, lo: f32) -> Result<()> {
-        let p = Params {
-            a: lo,
-            ..Default::default()
-        };
-        let jobs = x.blocking.ranges(range);
-        self.elementwise(Kernel::ClampMin, p, &jobs, &[(3, x)])
-    }
-
-    fn adam_step(
+    /// Scratch for the UDV d block: the largest user block × f.
+    pub(super) fn reserve_dblock(
         &self,
-        theta: &mut GpuVector,
-        g: &GpuVector,
-        m: &mut GpuVector,
-        v: &mut GpuVector,
-        h: AdamHyper,
+        st: &mut State,
+        b: &Blocking,
+        layout: &Layout,
     ) -> Result<()> {
-        let p = Params {
-            a: h.lr,
-            b: h.beta1,
-            c: h.beta2,
-            d: h.eps,
-            e: h.c1,
-            g: h.c2,
-            ..Default::default()
-        };
-        self.elementwise(
-            Kernel::Adam,
-            p,
-            &Self::whole(theta),
-            &[(1, g), (3, theta), (4, m), (5, v)],
-        )
+        let pb = b.params.as_ref().expect("parameter blocking");
+        let rows = pb.users.iter().map(|u| u.rows.len()).max().unwrap_or(0);
+        self.reserve_scratch(st, rows * layout.rank)
     }
 }
 
