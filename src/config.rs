@@ -30,6 +30,11 @@ pub struct DataConfig {
     pub test: Option<PathBuf>,
     pub format: Format,
     pub duplicates: DuplicatePolicy,
+    /// Whether the first line of a CSV or TSV file is a header: `true` skips it, `false` reads it
+    /// as data; absent, it is a header when none of its fields reads as a number (and the run
+    /// says it skipped it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
     /// Fraction held out for test when the source is not already split.
     pub test_fraction: f64,
     /// Fraction of the training entries held out for validation and early stopping (0: none).
@@ -48,6 +53,7 @@ impl Default for DataConfig {
             test: None,
             format: Format::Auto,
             duplicates: DuplicatePolicy::Error,
+            header: None,
             test_fraction: 0.2,
             validation_fraction: 0.1,
             split: SplitMode::Random,
@@ -216,13 +222,27 @@ pub fn from_tree<T: serde::de::DeserializeOwned>(file: &str, value: Value) -> Re
 }
 
 impl TrainConfig {
-    /// Parses a config from JSON text; `file` names it in errors.
+    /// Parses a config from JSON text; `file` names it in errors. An error that only the
+    /// overrides bring in is blamed on the first `--set KEY=VALUE` that brings it.
     pub fn from_json(file: &str, text: &str, overrides: &[String]) -> Result<Self> {
-        let mut value = parse_json(file, text)?;
+        let base = parse_json(file, text)?;
+        let mut value = base.clone();
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        Self::from_value(file, value)
+        match Self::from_value(file, value) {
+            Ok(c) => Ok(c),
+            Err(e) if overrides.is_empty() => Err(e),
+            Err(e) => {
+                Self::from_value(file, base.clone())?;
+                let mut v = base;
+                for o in overrides {
+                    apply_override(&mut v, o)?;
+                    Self::from_value(&format!("--set {o}"), v.clone())?;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Reads and validates a config file, with `--set` overrides applied before parsing.

@@ -42,6 +42,10 @@ pub enum Error {
         file: String,
         message: String,
     },
+    /// The user's inputs, taken together, cannot be used (for example a config whose initial
+    /// point is not finite); the message says which settings to change.
+    #[error("{0}")]
+    Input(String),
     /// A request the current configuration cannot serve (for example an op on a model kind).
     #[error("{0}")]
     Unsupported(String),
@@ -58,12 +62,21 @@ pub enum Error {
 }
 
 impl Error {
-    /// Exit code for the CLI: 2 for bad input (config, data, model files), 3 for device problems,
-    /// 1 otherwise.
+    /// Exit code for the CLI: 2 for bad input (config, data, model files, inputs that are
+    /// missing or unreadable), 3 for device problems, 130 for an interruption, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config { .. } | Error::Data { .. } | Error::Model { .. } => 2,
+            Error::Config { .. } | Error::Data { .. } | Error::Model { .. } | Error::Input(_) => 2,
             Error::Device(_) | Error::DeviceMemory { .. } | Error::Shader { .. } => 3,
+            // A file that is not there or not readable is about the user's inputs.
+            Error::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                2
+            }
             Error::Unsupported(_) | Error::Io { .. } => 1,
             Error::Interrupted(_) => 130,
         }

@@ -148,7 +148,8 @@ fn bad_data_names_file_and_line_and_exits_2() {
     .unwrap();
     let o = sslf(dir.path(), &["train", "-c", "m.json"]);
     let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    // A missing input file is about the user's inputs.
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("missing.tsv"), "{err}");
 }
 

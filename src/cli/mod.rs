@@ -133,6 +133,9 @@ pub struct TrainArgs {
     /// raise the limit).
     #[arg(long)]
     pub resume: bool,
+    /// Replace an earlier run in the output folder (without it, such a folder is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,24 +260,23 @@ fn train(a: TrainArgs) -> Result<()> {
             eprintln!("{s}")
         }
     };
-    let data = prepare(&cfg.data)?;
-    say(&format!(
-        "data: {} | {} users × {} items | train {} valid {} test {}",
-        data.source,
-        data.n_users(),
-        data.n_items(),
-        data.train.nnz(),
-        data.valid.nnz(),
-        data.test.nnz()
-    ));
-    let backend = open_backend(&cfg, &say)?;
-    let info = backend.info();
-    say(&format!(
-        "model: {:?} rank {} | solver: {:?} | backend: {} ({})",
-        cfg.model.kind, cfg.model.rank, cfg.solver.name, info.backend, info.name
-    ));
     let dir = RunDir::create(cfg.output_dir())?;
+    // Said even with --quiet: it is about another run.
+    let _lock = dir.lock(&|s| eprintln!("{s}"))?;
+    for out in [
+        dir.summary_path(),
+        dir.model_path(),
+        dir.metrics_path(),
+        dir.checkpoint_path(),
+    ] {
+        let inputs = crate::experiment::data::data_files(&cfg.data);
+        refuse_overwriting_input(&out, &inputs)?;
+    }
     let ck_path = dir.checkpoint_path();
+    let data_files = match cfg.train.checkpoint_secs {
+        Some(_) => crate::experiment::data::fingerprints(&cfg.data)?,
+        None => Vec::new(),
+    };
     let resume = if a.resume {
         if cfg.train.checkpoint_secs.is_none() {
             return Err(Error::Unsupported(
@@ -289,6 +291,7 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         let c = Checkpoint::load(&ck_path)?;
         c.check_config(&cfg, &ck_path)?;
+        c.check_data(&data_files)?;
         say(&format!(
             "resuming after epoch {} from {}",
             c.meta.epoch,
@@ -296,8 +299,51 @@ fn train(a: TrainArgs) -> Result<()> {
         ));
         Some(c)
     } else {
+        let old = dir.results();
+        if !old.is_empty() {
+            if !a.overwrite {
+                let names: Vec<String> = old
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                return Err(Error::Config {
+                    file: "command line".into(),
+                    path: "--output".into(),
+                    message: format!(
+                        "{} holds an earlier run ({}); pass --resume to continue it, --overwrite \
+                         to replace it, or choose another output folder",
+                        dir.root().display(),
+                        names.join(", ")
+                    ),
+                });
+            }
+            say(&format!(
+                "sslf: --overwrite: removing the earlier run in {}",
+                dir.root().display()
+            ));
+            dir.clear_results()?;
+        }
         None
     };
+    let data = prepare(&cfg.data)?;
+    say(&format!(
+        "data: {} | {} users × {} items | train {} valid {} test {}",
+        data.source,
+        data.n_users(),
+        data.n_items(),
+        data.train.nnz(),
+        data.valid.nnz(),
+        data.test.nnz()
+    ));
+    for n in &data.notes {
+        say(&format!("sslf: {n}"));
+    }
+    let backend = open_backend(&cfg, &say)?;
+    let info = backend.info();
+    say(&format!(
+        "model: {:?} rank {} | solver: {:?} | backend: {} ({})",
+        cfg.model.kind, cfg.model.rank, cfg.solver.name, info.backend, info.name
+    ));
     let curve = dir.metrics_path();
     let mut jsonl = match &resume {
         Some(c) => JsonlWriter::resume(&curve, c.meta.epoch)?,
@@ -307,16 +353,18 @@ fn train(a: TrainArgs) -> Result<()> {
         path: ck_path.clone(),
         every_secs,
         resume,
+        data_files,
     });
     let mut table = progress::TablePrinter::new(quiet);
     let mut obs = Observers(vec![&mut table, &mut jsonl]);
     let trained =
         with_backend!(&backend, b => experiment::train_with(b, &cfg, &data, &mut obs, ck))?;
     let s = &trained.summary;
-    dir.write_summary(s, &cfg)?;
+    // The model before the summary: a summary marks a finished run, so it is written last.
     if cfg.train.save_model {
         dir.write_model(&trained, &data, &cfg)?;
     }
+    dir.write_summary(s, &cfg)?;
     print_summary(s);
     let out = dir.root();
     println!("wrote {}", out.display());

@@ -36,6 +36,11 @@ impl IdMap {
         IdMap { names, index }
     }
 
+    /// Whether a name appears twice (a map built by [`IdMap::from_names`] from bad input).
+    pub fn has_duplicates(&self) -> bool {
+        self.index.len() != self.names.len()
+    }
+
     /// The dense index of `name`, adding it when new.
     pub fn get_or_insert(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.index.get(name) {
@@ -127,6 +132,8 @@ pub struct Dataset {
     pub ratings: Ratings,
     pub users: IdMap,
     pub items: IdMap,
+    /// What the readers decided on the user's behalf (a skipped header line), to be told.
+    pub notes: Vec<String>,
 }
 
 /// Compressed sparse rows. Row `r` holds `index[ptr[r]..ptr[r+1]]` with `values` alongside; within a
@@ -293,6 +300,16 @@ impl DataStats {
     }
 }
 
+/// True for a finite x ≥ 0 (false for NaN).
+pub fn finite_nonneg(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// True for a finite x > 0 (false for NaN).
+pub fn finite_pos(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,14 +329,4 @@ mod tests {
         assert_eq!(m.by_item.index, vec![0, 1, 0, 1]);
         assert_eq!(m.by_item.values, vec![2.0, 3.0, 1.0, 5.0]);
     }
-}
-
-/// True for a finite x ≥ 0 (false for NaN).
-pub fn finite_nonneg(x: f64) -> bool {
-    x.is_finite() && x >= 0.0
-}
-
-/// True for a finite x > 0 (false for NaN).
-pub fn finite_pos(x: f64) -> bool {
-    x.is_finite() && x > 0.0
 }

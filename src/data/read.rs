@@ -4,10 +4,14 @@
 //! Formats:
 //! - `movielens`: MovieLens-100k `u.data`, `user<TAB>item<TAB>rating<TAB>timestamp`;
 //! - `dat`: MovieLens `ratings.dat`, `user::item::rating::timestamp`;
-//! - `csv`: comma-separated `user,item,rating[,timestamp]`, with an optional header line;
+//! - `csv`: comma-separated `user,item,rating[,timestamp]`, with an optional header line (the
+//!   first line is a header when none of its fields reads as a number; `data.header` forces it);
 //! - `tsv`: whitespace- or tab-separated `user item rating` triplets;
 //! - `mtx`: Matrix Market `coordinate real|integer general`, 1-based indices;
 //! - `auto`: chosen from the file name (`u.data`, `*.dat`, `*.csv`, `*.mtx`, else `tsv`).
+//!
+//! A UTF-8 byte-order mark at the start of a file is dropped in every format. Messages quote at
+//! most 80 characters of an offending token.
 
 use super::{Dataset, IdMap, Ratings};
 use crate::error::{Error, Result};
@@ -112,6 +116,28 @@ pub fn read_into(
     dups: DuplicatePolicy,
     ds: &mut Dataset,
 ) -> Result<Ratings> {
+    read_into_with(path, format, dups, None, ds)
+}
+
+/// A token as quoted in a message: at most 80 characters, cut with `…`.
+pub(crate) fn quote(token: &str) -> String {
+    const MAX: usize = 80;
+    match token.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &token[..cut]),
+        None => token.to_string(),
+    }
+}
+
+/// [`read_into`] with the header rule given: `Some(true)` skips the first line, `Some(false)`
+/// reads it as data, `None` skips it (CSV and TSV only) when none of its fields reads as a
+/// number. A skipped header is recorded in `ds.notes`.
+pub fn read_into_with(
+    path: &Path,
+    format: Format,
+    dups: DuplicatePolicy,
+    header: Option<bool>,
+    ds: &mut Dataset,
+) -> Result<Ratings> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
     let format = format.resolve(path);
@@ -123,10 +149,31 @@ pub fn read_into(
         let line_no = k + 1;
         let line =
             line.map_err(|e| Error::data(path, line_no, format!("cannot read line: {e}")))?;
-        let text = line.trim();
+        let text = if line_no == 1 {
+            line.trim_start_matches('\u{feff}').trim()
+        } else {
+            line.trim()
+        };
         any_line = true;
         if text.is_empty() {
             continue;
+        }
+        if line_no == 1 && format != Format::Mtx {
+            let is_header = header.unwrap_or_else(|| {
+                matches!(format, Format::Csv | Format::Tsv)
+                    && text
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|f| !f.is_empty())
+                        .all(|f| f.trim().parse::<f64>().is_err())
+            });
+            if is_header {
+                ds.notes.push(format!(
+                    "{}: line 1 `{}` read as a header and skipped (set data.header to change this)",
+                    path.display(),
+                    quote(text)
+                ));
+                continue;
+            }
         }
         let fields: Vec<&str> = match format {
             Format::Movielens => text.split('\t').collect(),
@@ -161,7 +208,11 @@ pub fn read_into(
                 }
                 let parse = |s: &str, what: &str| {
                     s.parse::<usize>().map_err(|_| {
-                        Error::data(path, line_no, format!("{what} `{s}` is not a count"))
+                        Error::data(
+                            path,
+                            line_no,
+                            format!("{what} `{}` is not a count", quote(s)),
+                        )
                     })
                 };
                 mtx_header = Some((
@@ -199,18 +250,14 @@ pub fn read_into(
                 return Err(Error::data(
                     path,
                     line_no,
-                    format!("rating `{}` is not finite ({v})", fields[2]),
+                    format!("rating `{}` is not finite ({v})", quote(fields[2])),
                 ))
             }
             Err(_) => {
-                // A CSV header is allowed on the first line.
-                if format == Format::Csv && out.nnz() == 0 && seen.is_empty() && line_no == 1 {
-                    continue;
-                }
                 return Err(Error::data(
                     path,
                     line_no,
-                    format!("rating `{}` is not a number", fields[2]),
+                    format!("rating `{}` is not a number", quote(fields[2])),
                 ));
             }
         };
@@ -222,7 +269,7 @@ pub fn read_into(
                     _ => Err(Error::data(
                         path,
                         line_no,
-                        format!("{what} index `{s}` is not in 1..={n}"),
+                        format!("{what} index `{}` is not in 1..={n}", quote(s)),
                     )),
                 }
             };
@@ -252,7 +299,7 @@ pub fn read_into(
                             format!(
                             "duplicate pair (user {}, item {}), first seen on line {first_line} \
                                  (set data.duplicates to \"keep_last\" to keep the later value)",
-                            fields[0], fields[1]
+                            quote(fields[0]), quote(fields[1])
                         ),
                         ))
                     }
@@ -322,22 +369,20 @@ fn check_mtx_banner(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes ratings as `user<TAB>item<TAB>rating` lines with the original ids.
+/// Writes ratings as `user<TAB>item<TAB>rating` lines with the original ids, whole or not at all.
 pub fn write_tsv(path: &Path, r: &Ratings, users: &IdMap, items: &IdMap) -> Result<()> {
-    use std::io::Write;
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    for k in 0..r.nnz() {
-        writeln!(
-            w,
-            "{}\t{}\t{}",
-            users.name(r.users[k]),
-            items.name(r.items[k]),
-            r.values[k]
-        )
-        .map_err(|e| Error::io(path, e))?;
-    }
-    w.flush().map_err(|e| Error::io(path, e))
+    crate::fs::write_atomic_with(path, |w| {
+        for k in 0..r.nnz() {
+            writeln!(
+                w,
+                "{}\t{}\t{}",
+                users.name(r.users[k]),
+                items.name(r.items[k]),
+                r.values[k]
+            )?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

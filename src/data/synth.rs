@@ -71,8 +71,29 @@ impl SynthConfig {
                 "nnz must be at most half of n_users × n_items (the data are sparse)".into(),
             );
         }
+        if self.nnz < self.n_users {
+            return Err(format!(
+                "nnz ({}) must be at least n_users ({}): every user gets at least one rating",
+                self.nnz, self.n_users
+            ));
+        }
         if self.rank == 0 {
             return Err("rank must be positive".into());
+        }
+        // Peak host memory while generating, preparing and uploading: per entry the generated
+        // row, the COO copy, the splits and CSR + CSC (about 64 bytes); per row the signal
+        // factors and weights.
+        let need = self.nnz as u128 * 64
+            + (self.n_users + self.n_items) as u128 * (8 * self.rank as u128 + 64);
+        if let Some(avail) = crate::fs::available_memory() {
+            if need > avail as u128 {
+                return Err(format!(
+                    "needs about {:.1} GiB of memory to generate and prepare, but {:.1} GiB is \
+                     available: lower nnz, n_users or n_items",
+                    need as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                ));
+            }
         }
         if !super::finite_nonneg(self.noise) {
             return Err("noise must be a finite number ≥ 0".into());
@@ -186,6 +207,7 @@ pub fn generate(cfg: &SynthConfig) -> Dataset {
         ratings: r,
         users: IdMap::identity(cfg.n_users),
         items: IdMap::identity(cfg.n_items),
+        notes: Vec::new(),
     }
 }
 

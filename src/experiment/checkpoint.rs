@@ -42,6 +42,9 @@ pub struct CheckpointMeta {
     pub counters: Counters,
     /// What must not change between the run and its resumption ([`fingerprint`]).
     pub fingerprint: serde_json::Value,
+    /// The data files the run read, by size and content hash: a resumption refuses changed data.
+    #[serde(default)]
+    pub data_files: Vec<crate::fs::Fingerprint>,
 }
 
 /// The parts of a config a resumed run must share with the checkpoint: data, model, solver and
@@ -129,6 +132,24 @@ impl Checkpoint {
         if best.len() != theta.len() {
             return Err(err("tensors `theta` and `best` differ in length".into()));
         }
+        for (name, v) in [("theta", &theta), ("best", &best)] {
+            if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+                return Err(err(format!(
+                    "tensor `{name}` holds a non-finite value at {k} ({}); it cannot be resumed",
+                    v[k]
+                )));
+            }
+        }
+        for (what, x) in [
+            ("last.loss", state.last.loss),
+            ("best.loss", state.best.loss),
+        ] {
+            if !x.is_finite() {
+                return Err(err(format!(
+                    "`state.{what}` is not finite ({x}); it cannot be resumed"
+                )));
+            }
+        }
         let mut solver = SolverState {
             scalars,
             ..Default::default()
@@ -144,6 +165,29 @@ impl Checkpoint {
             best,
             solver,
         })
+    }
+
+    /// Fails unless every data file the checkpoint records still has the same size and contents,
+    /// naming the first that changed.
+    pub fn check_data(&self, now: &[crate::fs::Fingerprint]) -> Result<()> {
+        for then in &self.meta.data_files {
+            let same = now
+                .iter()
+                .find(|f| f.path == then.path)
+                .is_some_and(|f| f == then);
+            if !same {
+                return Err(Error::data(
+                    &then.path,
+                    0,
+                    format!(
+                        "changed since the checkpoint was written ({} bytes, xxh3 {} then); \
+                         resume with the same data, or start afresh with --overwrite",
+                        then.bytes, then.xxh3
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Fails unless `cfg` matches the config the checkpoint was written with (see

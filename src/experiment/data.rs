@@ -1,7 +1,7 @@
 //! Turns a [`DataConfig`] into train / validation / test entries with shared id maps.
 
 use crate::config::DataConfig;
-use crate::data::read::{read_file, read_into};
+use crate::data::read::read_into_with;
 use crate::data::split::split;
 use crate::data::synth::generate;
 use crate::data::{Dataset, IdMap, Ratings};
@@ -17,6 +17,8 @@ pub struct Prepared {
     pub items: IdMap,
     /// Where the data came from, for summaries.
     pub source: String,
+    /// What the readers decided on the user's behalf (a skipped header line), to be told.
+    pub notes: Vec<String>,
 }
 
 impl Prepared {
@@ -74,26 +76,47 @@ impl Prepared {
     }
 }
 
+/// The files `cfg` reads (none for synthetic data).
+pub fn data_files(cfg: &DataConfig) -> Vec<&std::path::Path> {
+    [&cfg.path, &cfg.train, &cfg.test]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect()
+}
+
+/// Fingerprints of the files `cfg` reads.
+pub fn fingerprints(cfg: &DataConfig) -> Result<Vec<crate::fs::Fingerprint>> {
+    data_files(cfg)
+        .into_iter()
+        .map(crate::fs::fingerprint)
+        .collect()
+}
+
 /// Loads or generates the data and splits it.
 pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
-    let (train_all, test, users, items, source) = if let Some(train) = &cfg.train {
+    let read = |p: &std::path::Path, ds: &mut Dataset| {
+        read_into_with(p, cfg.format, cfg.duplicates, cfg.header, ds)
+    };
+    let (train_all, test, users, items, source, notes) = if let Some(train) = &cfg.train {
         let mut ds = Dataset::default();
-        let tr = read_into(train, cfg.format, cfg.duplicates, &mut ds)?;
+        let tr = read(train, &mut ds)?;
         let te = match &cfg.test {
-            Some(t) => read_into(t, cfg.format, cfg.duplicates, &mut ds)?,
+            Some(t) => read(t, &mut ds)?,
             None => Ratings::default(),
         };
         let src = match &cfg.test {
             Some(t) => format!("{} + {}", train.display(), t.display()),
             None => train.display().to_string(),
         };
-        (tr, te, ds.users, ds.items, src)
+        (tr, te, ds.users, ds.items, src, ds.notes)
     } else {
         let (ds, src) = match &cfg.path {
-            Some(p) => (
-                read_file(p, cfg.format, cfg.duplicates)?,
-                p.display().to_string(),
-            ),
+            Some(p) => {
+                let mut ds = Dataset::default();
+                ds.ratings = read(p, &mut ds)?;
+                (ds, p.display().to_string())
+            }
             None => {
                 let s = cfg.synthetic.clone().unwrap_or_default();
                 let src = format!(
@@ -108,7 +131,7 @@ pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
         } else {
             (ds.ratings, Ratings::default())
         };
-        (tr, te, ds.users, ds.items, src)
+        (tr, te, ds.users, ds.items, src, ds.notes)
     };
     let (train, valid) = if cfg.validation_fraction > 0.0 {
         split(
@@ -127,5 +150,6 @@ pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
         users,
         items,
         source,
+        notes,
     })
 }

@@ -200,6 +200,8 @@ pub struct Checkpointing {
     /// run stops, unless it diverged.
     pub every_secs: f64,
     pub resume: Option<Checkpoint>,
+    /// Fingerprints of the data files, stored in every checkpoint.
+    pub data_files: Vec<crate::fs::Fingerprint>,
 }
 
 /// Trains one model on `backend`, without checkpoints.
@@ -405,6 +407,13 @@ fn run_epochs<B: Backend>(
         None => {
             let v0 = eval_valid(&run.theta)?;
             let loss0 = problem.loss(&run.theta)?;
+            if !loss0.is_finite() || v0.is_some_and(|s| !s.sse.is_finite()) {
+                return Err(Error::Input(format!(
+                    "{}: the loss at the initial point is {loss0}, not finite; nothing was \
+                     trained or written (lower model.init_scale, or check the ratings' range)",
+                    cfg.name()
+                )));
+            }
             let record = EpochRecord {
                 epoch: 0,
                 loss: loss0,
@@ -490,6 +499,7 @@ fn run_epochs<B: Backend>(
                         rejected_run: pr.rejected_run,
                         counters: problem.counters(),
                         fingerprint: checkpoint::fingerprint(cfg),
+                        data_files: c.data_files.clone(),
                     },
                     theta: backend.download(&run.theta)?,
                     best: backend.download(&run.best)?,

@@ -13,6 +13,18 @@ use crate::model::file::ModelFile;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The exclusive lock of an output folder, released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// `summary.json`: the run's [`Summary`] with the config it ran.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SummaryFile {
@@ -54,6 +66,82 @@ impl RunDir {
     }
     pub fn checkpoint_path(&self) -> PathBuf {
         checkpoint::path_in(&self.root)
+    }
+
+    /// The files a run leaves here, those that exist, in the order they are removed (the summary,
+    /// a finished run's marker, first).
+    pub fn results(&self) -> Vec<PathBuf> {
+        [
+            self.summary_path(),
+            self.model_path(),
+            self.checkpoint_path(),
+            self.metrics_path(),
+        ]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect()
+    }
+
+    /// Removes an earlier run's files, summary first, so an interruption never leaves a summary
+    /// beside a half-removed run.
+    pub fn clear_results(&self) -> Result<()> {
+        for p in self.results() {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the folder's lock (`.sslf.lock`) for this process, or says which process holds it.
+    /// A lock left by a process that no longer runs (killed) is taken over, and said so to `say`.
+    pub fn lock(&self, say: &dyn Fn(&str)) -> Result<RunLock> {
+        let path = self.root.join(".sslf.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = text.trim().parse().ok();
+                    let alive = match pid {
+                        Some(p) if Path::new("/proc/self").exists() => {
+                            Path::new(&format!("/proc/{p}")).exists()
+                        }
+                        // Without /proc the holder cannot be checked: treat it as running.
+                        _ => true,
+                    };
+                    if alive {
+                        return Err(Error::Config {
+                            file: self.root.display().to_string(),
+                            path: "output folder".into(),
+                            message: format!(
+                                "another sslf run ({}) is writing here; wait for it or choose \
+                                 another output folder (if no such run exists, remove {})",
+                                pid.map_or("unknown process".into(), |p| format!("process {p}")),
+                                path.display()
+                            ),
+                        });
+                    }
+                    say(&format!(
+                        "sslf: taking over {} from process {} (no longer running)",
+                        path.display(),
+                        pid.unwrap_or(0)
+                    ));
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::io(
+            &path,
+            std::io::Error::other("the lock was taken by another process meanwhile"),
+        ))
     }
 
     /// Whether the run in this folder finished (its summary exists).

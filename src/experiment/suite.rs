@@ -66,6 +66,9 @@ pub struct SuiteConfig {
     /// figure; only the picked points report test metrics in the tables.
     #[serde(default)]
     pub select: Option<Select>,
+    /// The file it was read from (for messages).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// What `select` ranks grid points by.
@@ -122,9 +125,31 @@ impl SuiteConfig {
                 message: "an experiment needs at least one run and one seed".into(),
             });
         }
+        let mut seeds = cfg.seeds.clone();
+        seeds.sort_unstable();
+        if let Some(w) = seeds.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Config {
+                file,
+                path: "seeds".into(),
+                message: format!("seed {} is listed twice (each seed is one job)", w[0]),
+            });
+        }
+        for (k, run) in cfg.runs.iter().enumerate() {
+            if cfg.runs[..k].iter().any(|r| r.label == run.label) {
+                return Err(Error::Config {
+                    file,
+                    path: format!("runs[{k}].label"),
+                    message: format!(
+                        "label `{}` is used by an earlier run (labels name the job folders)",
+                        run.label
+                    ),
+                });
+            }
+        }
         if cfg.name.is_none() {
             cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
+        cfg.file = Some(path.to_path_buf());
         Ok(cfg)
     }
 
@@ -193,7 +218,14 @@ impl SuiteConfig {
                     assign(&mut v, "train.seed", &Value::from(seed))?;
                     assign(&mut v, "name", &Value::from(label.clone()))?;
                     assign(&mut v, "train.save_model", &Value::from(false))?;
-                    let mut config = TrainConfig::from_value(&file.display().to_string(), v)?;
+                    let blame = format!(
+                        "{} (run `{label}`, seed {seed}, base {})",
+                        self.file
+                            .as_deref()
+                            .map_or("experiment".into(), |p| p.display().to_string()),
+                        file.display()
+                    );
+                    let mut config = TrainConfig::from_value(&blame, v)?;
                     if let Some(b) = backend {
                         config.train.backend = b;
                     }
@@ -289,7 +321,8 @@ pub fn run_cli(
     let out = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| suite.output_dir());
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let dir = RunDir::create(&out)?;
+    let _lock = dir.lock(&|s| eprintln!("{s}"))?;
     let jobs = suite.jobs(&out, backend)?;
     let done = jobs
         .iter()

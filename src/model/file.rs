@@ -148,6 +148,11 @@ impl ModelFile {
             Ok(IdMap::from_names(names))
         };
         let (users, items) = (ids("users")?, ids("items")?);
+        for (k, m) in [("users", &users), ("items", &items)] {
+            if m.has_duplicates() {
+                return Err(err(format!("metadata field `{k}` lists an id twice")));
+            }
+        }
         let layout = Layout {
             kind,
             n_users: users.len(),
@@ -181,6 +186,23 @@ impl ModelFile {
             for (k, c) in t.data().chunks_exact(4).enumerate().take(n) {
                 theta[off + k] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
+        }
+        if let Some(k) = theta.iter().position(|x| !x.is_finite()) {
+            return Err(err(format!(
+                "parameter {k} is not finite ({}); the model cannot predict",
+                theta[k]
+            )));
+        }
+        let mu = layout.mu;
+        let clip = (parse_f32("clip_min")?, parse_f32("clip_max")?);
+        if !mu.is_finite() {
+            return Err(err(format!("metadata field `mu` is not finite ({mu})")));
+        }
+        if !(clip.0.is_finite() && clip.1.is_finite() && clip.0 <= clip.1) {
+            return Err(err(format!(
+                "metadata fields `clip_min` {} and `clip_max` {} do not form a finite range",
+                clip.0, clip.1
+            )));
         }
         let seen = match (st.tensor("seen_ptr"), st.tensor("seen_items")) {
             (Ok(p), Ok(i)) => {
@@ -217,7 +239,7 @@ impl ModelFile {
             theta,
             users,
             items,
-            clip: (parse_f32("clip_min")?, parse_f32("clip_max")?),
+            clip,
             config: get("config")?.clone(),
             seen,
         })
