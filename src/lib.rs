@@ -25,6 +25,8 @@ pub mod data;
 pub mod error;
 pub mod experiment;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod model;
 pub mod problem;
 pub mod solver;

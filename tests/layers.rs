@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// Bottom to top.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
     "error",
     "fs",
     "data",
@@ -16,6 +16,7 @@ const LAYERS: [&str; 11] = [
     "experiment",
     "bench",
     "cli",
+    "fuzz_targets",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -482,3 +482,39 @@ fn experiments_refuse_duplicate_labels_and_seeds() {
     let o = sslf(d, &["experiment", "-c", "e2.json", "--output", "e2"]);
     fails(&o, 2, &["e2.json", "label", "`a`"]);
 }
+
+#[test]
+fn a_run_that_diverges_keeps_its_best_finite_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("tiny.json"), TINY).unwrap();
+    let o = sslf(
+        d,
+        &[
+            "train",
+            "-c",
+            "tiny.json",
+            "--set",
+            "solver.name=gd",
+            "--set",
+            "solver.lr=1e9",
+            "--epochs",
+            "6",
+            "--output",
+            "out",
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["stop"], "diverged", "{s}");
+    assert!(s["test"]["rmse"].as_f64().unwrap().is_finite(), "{s}");
+    std::fs::write(d.join("pairs.tsv"), "0 0\n").unwrap();
+    let o = sslf(
+        d,
+        &["predict", "-m", "out/model.safetensors", "-p", "pairs.tsv"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -39,8 +39,11 @@ pub enum Command {
     Bench(BenchArgs),
     /// Predict ratings for (user, item) pairs with a saved model, in the original ids.
     Predict(PredictArgs),
-    /// List a user's top-N items, leaving out those rated in training.
+    /// Top-N items for one user, every user, a list of users, or users folded in from their
+    /// ratings, leaving out the items each rated.
     Recommend(RecommendArgs),
+    /// Add (or refit) users from their ratings with the items held fixed, into a new model file.
+    FoldIn(FoldInArgs),
     /// Run an experiment file: several methods × seeds × a grid, with tables and plots.
     Experiment(ExperimentArgs),
 }
@@ -62,16 +65,43 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["user", "all", "users", "ratings"])))]
 pub struct RecommendArgs {
     /// Model file written by `sslf train`.
     #[arg(long, short)]
     pub model: PathBuf,
-    /// The user, by its original id.
+    /// One user, by its original id (prints a ranked table).
     #[arg(long, short)]
-    pub user: String,
-    /// How many items.
+    pub user: Option<String>,
+    /// Every user of the model.
+    #[arg(long)]
+    pub all: bool,
+    /// A file of user ids, one per line (original ids).
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    /// A rating file (`user item rating`): its users are folded in (new users added, known ones
+    /// refit from these ratings, items held fixed), then recommended for.
+    #[arg(long)]
+    pub ratings: Option<PathBuf>,
+    /// How many items per user.
     #[arg(long, short = 'n', default_value_t = 10)]
     pub top: usize,
+    /// Output file of `user<TAB>item<TAB>score` lines, best first (default: standard output).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FoldInArgs {
+    /// Model file written by `sslf train`.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// A rating file (`user item rating`) of the users to fold in.
+    #[arg(long, short)]
+    pub ratings: PathBuf,
+    /// The model file to write, with the users added.
+    #[arg(long, short)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +226,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench(a),
         Command::Predict(a) => predict(a),
         Command::Recommend(a) => recommend(a),
+        Command::FoldIn(a) => fold_in(a),
         Command::Experiment(a) => {
             crate::experiment::suite::run_cli(&a.config, a.output.as_deref(), a.backend, a.quiet)
         }
@@ -575,21 +606,149 @@ fn refuse_overwriting_input(out: &std::path::Path, inputs: &[&std::path::Path]) 
 }
 
 fn recommend(a: RecommendArgs) -> Result<()> {
-    let model = ModelFile::load(&a.model)?;
-    let u = model.users.get(&a.user).ok_or_else(|| Error::Model {
-        file: a.model.clone(),
-        message: format!(
-            "user `{}` is not in the model ({} users)",
-            a.user,
-            model.users.len()
-        ),
-    })?;
+    if let Some(out) = &a.out {
+        let mut inputs = vec![a.model.as_path()];
+        inputs.extend(a.users.as_deref());
+        inputs.extend(a.ratings.as_deref());
+        refuse_overwriting_input(out, &inputs)?;
+    }
+    let mut model = ModelFile::load(&a.model)?;
     if model.seen.is_none() {
         eprintln!("sslf: the model records no training items; none are left out");
     }
-    println!("rank\titem\tscore");
-    for (k, (i, s)) in model.recommend(u, a.top).into_iter().enumerate() {
-        println!("{}\t{}\t{s:.4}", k + 1, model.items.name(i));
+    if let Some(user) = &a.user {
+        let u = model.users.get(user).ok_or_else(|| Error::Model {
+            file: a.model.clone(),
+            message: format!(
+                "user `{user}` is not in the model ({} users)",
+                model.users.len()
+            ),
+        })?;
+        println!("rank\titem\tscore");
+        for (k, (i, s)) in model.recommend(u, a.top).into_iter().enumerate() {
+            println!("{}\t{}\t{s:.4}", k + 1, model.items.name(i));
+        }
+        return Ok(());
     }
+    let users: Vec<u32> = if let Some(r) = &a.ratings {
+        let ds = read_file(r, Format::Auto, model.duplicate_policy())?;
+        let (folded, rep) = model.fold_in(&ds.ratings, &ds.users, &ds.items)?;
+        say_fold_in(&rep, r);
+        model = folded;
+        ds.users
+            .names()
+            .iter()
+            .map(|n| model.users.get(n).expect("folded in"))
+            .collect()
+    } else if let Some(f) = &a.users {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        let mut out = Vec::new();
+        for (k, line) in text.lines().enumerate() {
+            let id = line.trim().trim_start_matches('\u{feff}');
+            if id.is_empty() || id.starts_with('#') {
+                continue;
+            }
+            out.push(model.users.get(id).ok_or_else(|| {
+                Error::data(
+                    f,
+                    k + 1,
+                    format!(
+                        "user `{}` is not in the model",
+                        crate::data::read::quote(id)
+                    ),
+                )
+            })?);
+        }
+        out
+    } else {
+        (0..model.users.len() as u32).collect()
+    };
+    if a.top > model.items.len() {
+        eprintln!(
+            "sslf: --top {} is more than the model's {} items; every unrated item is listed",
+            a.top,
+            model.items.len()
+        );
+    }
+    let bar = progress::counter(users.len() as u64, "users");
+    let mut empty = 0usize;
+    let started = std::time::Instant::now();
+    let mut write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
+        let mut err = None;
+        let r = model.recommend_all(&users, a.top, |u, list| {
+            if list.is_empty() {
+                empty += 1;
+            }
+            let name = model.users.name(u);
+            for &(i, s) in list {
+                if let Err(e) = writeln!(w, "{name}\t{}\t{s:.6}", model.items.name(i)) {
+                    err = Some(e);
+                    return Err(Error::Unsupported("write failed".into()));
+                }
+            }
+            bar.inc(1);
+            Ok(())
+        });
+        match (r, err) {
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(std::io::Error::other(e.to_string())),
+            (Ok(()), None) => Ok(()),
+        }
+    };
+    match &a.out {
+        Some(p) => crate::fs::write_atomic_with(p, &mut write)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            write(&mut w)
+                .and_then(|_| std::io::Write::flush(&mut w))
+                .map_err(|e| Error::io("(stdout)", e))?;
+        }
+    }
+    bar.finish_and_clear();
+    if empty > 0 {
+        eprintln!("sslf: {empty} users rated every item; their lists are empty");
+    }
+    eprintln!(
+        "sslf: top-{} for {} users in {:.2} s{}",
+        a.top,
+        users.len(),
+        started.elapsed().as_secs_f64(),
+        a.out
+            .as_ref()
+            .map_or(String::new(), |p| format!(", wrote {}", p.display()))
+    );
+    Ok(())
+}
+
+fn say_fold_in(rep: &crate::model::serve::FoldInReport, from: &std::path::Path) {
+    eprintln!(
+        "sslf: folded in {} new and {} known users from {}",
+        rep.new_users,
+        rep.refit_users,
+        from.display()
+    );
+    if rep.unknown_item_entries > 0 {
+        eprintln!(
+            "sslf: skipped {} ratings of {} items the model does not know",
+            rep.unknown_item_entries, rep.unknown_items
+        );
+    }
+    if rep.users_without_known_items > 0 {
+        eprintln!(
+            "sslf: {} users rated only unknown items; they get the mean and zero factors",
+            rep.users_without_known_items
+        );
+    }
+}
+
+fn fold_in(a: FoldInArgs) -> Result<()> {
+    refuse_overwriting_input(&a.out, &[&a.model, &a.ratings])?;
+    let model = ModelFile::load(&a.model)?;
+    let ds = read_file(&a.ratings, Format::Auto, model.duplicate_policy())?;
+    let (folded, rep) = model.fold_in(&ds.ratings, &ds.users, &ds.items)?;
+    say_fold_in(&rep, &a.ratings);
+    folded.save(&a.out)?;
+    println!("wrote {} ({} users)", a.out.display(), folded.users.len());
     Ok(())
 }

@@ -90,3 +90,17 @@ impl Observer for TablePrinter {
         Ok(())
     }
 }
+
+/// A progress bar over `len` things on standard error, drawn only on a terminal (elsewhere the
+/// command's closing line says what was done).
+pub fn counter(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "[{{bar:30}}] {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}} left)"
+        ))
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -73,8 +73,13 @@ impl Format {
 /// before anything is returned, so an error on any line leaves nothing half-done downstream.
 pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_pairs_from(BufReader::new(file), path)
+}
+
+/// [`read_pairs`] from any reader; `path` names it in errors.
+pub fn read_pairs_from(reader: impl BufRead, path: &Path) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
-    for (k, line) in BufReader::new(file).lines().enumerate() {
+    for (k, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| Error::data(path, k + 1, format!("cannot read line: {e}")))?;
         let t = if k == 0 {
             line.trim_start_matches('\u{feff}').trim()
@@ -140,6 +145,19 @@ pub fn read_into_with(
 ) -> Result<Ratings> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
+    read_from(reader, path, format.resolve(path), dups, header, ds)
+}
+
+/// [`read_into_with`] from any reader; `path` names it in errors (and picks the format when
+/// `format` is `Auto`).
+pub fn read_from(
+    reader: impl BufRead,
+    path: &Path,
+    format: Format,
+    dups: DuplicatePolicy,
+    header: Option<bool>,
+    ds: &mut Dataset,
+) -> Result<Ratings> {
     let format = format.resolve(path);
     let mut out = Ratings::default();
     let mut seen: HashMap<(u32, u32), (usize, usize)> = HashMap::new(); // pair -> (line, position)

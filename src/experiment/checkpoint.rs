@@ -92,12 +92,17 @@ impl Checkpoint {
 
     /// Reads a checkpoint written by [`Checkpoint::save`].
     pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses and checks the bytes of a checkpoint; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let err = |m: String| Error::Model {
             file: path.to_path_buf(),
             message: m,
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (st, meta) = read_safetensors(path, &bytes)?;
+        let (st, meta) = read_safetensors(path, bytes)?;
         if meta.get("sslf_checkpoint").map(String::as_str) != Some("1") {
             return Err(err("not an sslf checkpoint (format 1)".into()));
         }

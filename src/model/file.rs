@@ -109,12 +109,17 @@ impl ModelFile {
 
     /// Reads and checks a model file.
     pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses and checks the bytes of a model file; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let err = |m: String| Error::Model {
             file: path.to_path_buf(),
             message: m,
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (st, meta) = read_safetensors(path, &bytes)?;
+        let (st, meta) = read_safetensors(path, bytes)?;
         if meta.is_empty() {
             return Err(err("no sslf metadata in the header".into()));
         }
@@ -164,7 +169,8 @@ impl ModelFile {
         if rank == 0 || rank > 1024 {
             return Err(err(format!("rank {rank} is out of range")));
         }
-        let mut theta = vec![0f32; layout.len()];
+        // Shapes first: θ is allocated only once the file is known to hold all of it.
+        let mut tensors = Vec::new();
         for (name, off, shape) in blocks(&layout) {
             let t = st
                 .tensor(name)
@@ -182,7 +188,10 @@ impl ModelFile {
                     shape
                 )));
             }
-            let n: usize = shape.iter().product();
+            tensors.push((t, off, shape.iter().product::<usize>()));
+        }
+        let mut theta = vec![0f32; layout.len()];
+        for (t, off, n) in tensors {
             for (k, c) in t.data().chunks_exact(4).enumerate().take(n) {
                 theta[off + k] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }

@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod rank;
+pub mod serve;
 
 use rand::prelude::*;
 
