@@ -43,10 +43,14 @@ pub enum BenchOp {
     SlfEpoch,
     /// One SSLF epoch (SAM in the curvature) with a fixed number of CG iterations.
     SslfEpoch,
+    /// Every user's top-N (`top_n`) of a rank-`rank` LF model on the bench matrix's shape, its
+    /// entries left out (CPU).
+    #[serde(rename = "topn")]
+    TopN,
 }
 
 impl BenchOp {
-    pub const ALL: [BenchOp; 7] = [
+    pub const ALL: [BenchOp; 8] = [
         BenchOp::Copy,
         BenchOp::Dot,
         BenchOp::Gradient,
@@ -54,6 +58,7 @@ impl BenchOp {
         BenchOp::CgIteration,
         BenchOp::SlfEpoch,
         BenchOp::SslfEpoch,
+        BenchOp::TopN,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +70,7 @@ impl BenchOp {
             BenchOp::CgIteration => "cg_iteration",
             BenchOp::SlfEpoch => "slf_epoch",
             BenchOp::SslfEpoch => "sslf_epoch",
+            BenchOp::TopN => "topn",
         }
     }
 }
@@ -90,6 +96,10 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Where to write the JSON table (default runs/bench-NAME.json).
     pub output: Option<PathBuf>,
+    /// N of the `topn` op.
+    pub top_n: usize,
+    /// Where the `topn` op writes the model it times (for `benches/peers/topn_numpy.py`).
+    pub topn_model: Option<PathBuf>,
     pub gpu: GpuConfig,
 }
 
@@ -117,6 +127,8 @@ impl Default for BenchConfig {
             copy_elements: 1 << 26,
             threads: 0,
             output: None,
+            top_n: 10,
+            topn_model: None,
             gpu: GpuConfig::default(),
         }
     }
@@ -172,11 +184,20 @@ pub struct BenchRow {
     /// Median over the repeats.
     pub ms: f64,
     pub min_ms: f64,
+    pub max_ms: f64,
     /// Known entries × rank per second, in units of 10⁹, counting each pass over K.
     pub gentries_rank_per_s: Option<f64>,
     pub gb_per_s: Option<f64>,
     /// gb_per_s over the copy bandwidth measured on the same device.
     pub copy_fraction: Option<f64>,
+    /// `topn`: users per second, the P·Qᵀ FLOP rate it implies (2·users·items·rank per second,
+    /// in 10⁹), and that rate over the rate of the same GEMM tiles with no selection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflop_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemm_fraction: Option<f64>,
 }
 
 /// A problem resident on one backend, ready to time ops on.
@@ -284,6 +305,11 @@ impl<'b, B: Backend> Workload<'b, B> {
                 be.xpby(&self.r, (rr / self.rr) as f32, &mut self.p)?;
                 self.rr = rr;
             }
+            BenchOp::TopN => {
+                return Err(Error::Unsupported(
+                    "topn is not a backend op; bench::bench_topn times it".into(),
+                ))
+            }
             BenchOp::SlfEpoch | BenchOp::SslfEpoch => {
                 let cfg = SolverConfig {
                     name: if op == BenchOp::SlfEpoch {
@@ -334,18 +360,18 @@ impl<'b, B: Backend> Workload<'b, B> {
             BenchOp::Gradient => Some(rows * (4.0 + 8.0 * f) + 2.0 * nnz * (8.0 + 4.0 * f)),
             BenchOp::GnProduct => Some(gn),
             BenchOp::CgIteration => Some(gn + 20.0 * vec),
-            BenchOp::SlfEpoch | BenchOp::SslfEpoch => None,
+            BenchOp::SlfEpoch | BenchOp::SslfEpoch | BenchOp::TopN => None,
         }
     }
 }
 
-/// Times `op` `repeats` times after `warmup` runs; returns (median, min) in ms.
+/// Times `op` `repeats` times after `warmup` runs; returns (median, min, max) in ms.
 pub fn time_op<B: Backend>(
     w: &mut Workload<B>,
     op: BenchOp,
     warmup: usize,
     repeats: usize,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, f64)> {
     for _ in 0..warmup {
         w.run(op)?;
     }
@@ -356,7 +382,7 @@ pub fn time_op<B: Backend>(
         t.push(start.elapsed().as_secs_f64() * 1e3);
     }
     t.sort_by(|a, b| a.total_cmp(b));
-    Ok((t[t.len() / 2], t[0]))
+    Ok((t[t.len() / 2], t[0], t[t.len() - 1]))
 }
 
 fn bench_backend<B: Backend>(
@@ -372,9 +398,9 @@ fn bench_backend<B: Backend>(
     }
     let mut rows = Vec::new();
     let mut copy_gbps = None;
-    for &op in &cfg.ops {
+    for &op in cfg.ops.iter().filter(|&&o| o != BenchOp::TopN) {
         say(&format!("  {} on {} …", op.name(), info.backend));
-        let (ms, min_ms) = time_op(&mut w, op, cfg.warmup, cfg.repeats)?;
+        let (ms, min_ms, max_ms) = time_op(&mut w, op, cfg.warmup, cfg.repeats)?;
         let passes = w.passes(op)?;
         let gb = w.bytes(op).map(|bytes| bytes / (ms * 1e-3) / 1e9);
         if op == BenchOp::Copy {
@@ -388,10 +414,14 @@ fn bench_backend<B: Backend>(
             rank: cfg.rank,
             ms,
             min_ms,
+            max_ms,
             gentries_rank_per_s: (passes > 0)
                 .then(|| passes as f64 * w.stats.nnz as f64 * cfg.rank as f64 / (ms * 1e-3) / 1e9),
             gb_per_s: gb,
             copy_fraction: None,
+            users_per_s: None,
+            gflop_per_s: None,
+            gemm_fraction: None,
         });
     }
     if let Some(c) = copy_gbps {
@@ -400,6 +430,92 @@ fn bench_backend<B: Backend>(
         }
     }
     Ok(rows)
+}
+
+/// The `topn` op: a rank-`rank` LF model with seeded random factors and biases on the shape of
+/// `m`, whose entries are the users' seen items; every user's top `top_n` on the CPU, against the
+/// same GEMM tiles with no selection.
+pub fn bench_topn(m: &Matrix, cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<BenchRow> {
+    use crate::model::file::ModelFile;
+    use crate::model::Layout;
+    use rand::{Rng, SeedableRng};
+    let layout = Layout {
+        kind: ModelKind::Lf,
+        n_users: m.n_users(),
+        n_items: m.n_items(),
+        rank: cfg.rank,
+        biases: true,
+        mu: 3.5,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let scale = 1.0 / (cfg.rank as f32).sqrt();
+    let theta: Vec<f32> = (0..layout.len())
+        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+        .collect();
+    let model = ModelFile {
+        layout,
+        theta,
+        users: crate::data::IdMap::identity(m.n_users()),
+        items: crate::data::IdMap::identity(m.n_items()),
+        clip: (1.0, 5.0),
+        config: "{}".into(),
+        seen: Some((m.by_user.ptr.clone(), m.by_user.index.clone())),
+    };
+    if let Some(p) = &cfg.topn_model {
+        model.save(p)?;
+        say(&format!("bench: topn model written to {}", p.display()));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| Error::Device(format!("cannot start the CPU thread pool: {e}")))?;
+    let users: Vec<u32> = (0..m.n_users() as u32).collect();
+    let time = |f: &(dyn Fn() + Sync)| -> (f64, f64, f64) {
+        for _ in 0..cfg.warmup {
+            pool.install(f);
+        }
+        let mut t: Vec<f64> = (0..cfg.repeats)
+            .map(|_| {
+                let s = Instant::now();
+                pool.install(f);
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(|a, b| a.total_cmp(b));
+        (t[t.len() / 2], t[0], t[t.len() - 1])
+    };
+    say("  topn on cpu …");
+    let (ms, min_ms, max_ms) = time(&|| {
+        let mut kept = 0usize;
+        model
+            .recommend_all(&users, cfg.top_n, |_, l| {
+                kept += l.len();
+                Ok(())
+            })
+            .expect("users are in range");
+        std::hint::black_box(kept);
+    });
+    say("  topn's GEMM alone on cpu …");
+    let (gemm_ms, ..) = time(&|| {
+        std::hint::black_box(model.score_pass(&users));
+    });
+    let flop = 2.0 * m.n_users() as f64 * m.n_items() as f64 * cfg.rank as f64;
+    Ok(BenchRow {
+        op: BenchOp::TopN.name().into(),
+        backend: "cpu".into(),
+        device: format!("host ({} threads)", pool.current_num_threads()),
+        nnz: m.nnz(),
+        rank: cfg.rank,
+        ms,
+        min_ms,
+        max_ms,
+        gentries_rank_per_s: None,
+        gb_per_s: None,
+        copy_fraction: None,
+        users_per_s: Some(m.n_users() as f64 / (ms * 1e-3)),
+        gflop_per_s: Some(flop / (ms * 1e-3) / 1e9),
+        gemm_fraction: Some(gemm_ms / ms),
+    })
 }
 
 /// Runs the benchmark; `say` receives progress lines.
@@ -444,6 +560,9 @@ pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
         benched.push(key);
         rows.extend(crate::with_backend!(&backend, b => bench_backend(b, &m, cfg, say))?);
     }
+    if cfg.ops.contains(&BenchOp::TopN) {
+        rows.push(bench_topn(&m, cfg, say)?);
+    }
     Ok(rows)
 }
 
@@ -471,6 +590,16 @@ pub fn format_table(rows: &[BenchRow]) -> String {
                 .map(|f| format!("{:.0}%", 100.0 * f))
                 .unwrap_or_else(|| "-".into()),
         ));
+        if let (Some(u), Some(g), Some(q)) = (r.users_per_s, r.gflop_per_s, r.gemm_fraction) {
+            s.push_str(&format!(
+                "{:<13} {u:.0} users/s, P·Qᵀ at {g:.1} GFLOP/s, {:.0}% of the GEMM-only rate; \
+                 ms min {:.1} max {:.1}\n",
+                "",
+                100.0 * q,
+                r.min_ms,
+                r.max_ms
+            ));
+        }
     }
     s
 }

@@ -49,6 +49,31 @@ impl PartialOrd for Cand {
     }
 }
 
+/// scores (m × t, row-major) = a (m × f, row-major) · qtᵀ, where qt holds t rows of f.
+fn sgemm_tile(a: &[f32], m: usize, f: usize, qt: &[f32], t: usize, scores: &mut [f32]) {
+    assert!(a.len() >= m * f && qt.len() >= t * f && scores.len() >= m * t);
+    // SAFETY: the asserts above bound every element the strides reach, and `scores` is a
+    // distinct &mut borrow, so it aliases neither input.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            f,
+            t,
+            1.0,
+            a.as_ptr(),
+            f as isize,
+            1,
+            qt.as_ptr(),
+            1,
+            f as isize,
+            0.0,
+            scores.as_mut_ptr(),
+            t as isize,
+            1,
+        );
+    }
+}
+
 /// What [`ModelFile::fold_in`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FoldInReport {
@@ -124,11 +149,45 @@ impl ModelFile {
         Ok(())
     }
 
-    fn top_n_block(&self, block: &[u32], n: usize, q: &[f32], c: &[f32]) -> Vec<Vec<(u32, f32)>> {
+    /// The GEMM part of [`ModelFile::recommend_all`] alone: every score of `users` against every
+    /// item, in the same blocks and tiles, with no selection. Returns a checksum (the largest
+    /// score). `sslf bench` times it to give top-N's share of the P·Qᵀ rate.
+    pub fn score_pass(&self, users: &[u32]) -> f32 {
         let l = self.layout;
-        let (f, ni, m) = (l.rank, l.n_items, block.len());
-        // The block's rows of P (or U·diag(d)), contiguous.
-        let mut a = vec![0f32; m * f];
+        let f = l.rank;
+        let q = &self.theta[l.q_off()..l.q_off() + l.n_items * f];
+        users
+            .par_chunks(USER_BLOCK)
+            .map(|block| {
+                let a = self.block_rows(block);
+                let mut scores = vec![0f32; block.len() * ITEM_TILE.min(l.n_items)];
+                let mut best = f32::NEG_INFINITY;
+                let mut start = 0;
+                while start < l.n_items {
+                    let t = ITEM_TILE.min(l.n_items - start);
+                    sgemm_tile(
+                        &a,
+                        block.len(),
+                        f,
+                        &q[start * f..(start + t) * f],
+                        t,
+                        &mut scores,
+                    );
+                    best = scores[..block.len() * t]
+                        .iter()
+                        .fold(best, |m, &x| m.max(x));
+                    start += t;
+                }
+                best
+            })
+            .reduce(|| f32::NEG_INFINITY, f32::max)
+    }
+
+    /// The rows of P (or U·diag(d)) of `block`, contiguous.
+    fn block_rows(&self, block: &[u32]) -> Vec<f32> {
+        let l = self.layout;
+        let f = l.rank;
+        let mut a = vec![0f32; block.len() * f];
         for (r, &u) in block.iter().enumerate() {
             let row = &self.theta[l.p_off() + u as usize * f..l.p_off() + (u as usize + 1) * f];
             for k in 0..f {
@@ -138,6 +197,13 @@ impl ModelFile {
                 };
             }
         }
+        a
+    }
+
+    fn top_n_block(&self, block: &[u32], n: usize, q: &[f32], c: &[f32]) -> Vec<Vec<(u32, f32)>> {
+        let l = self.layout;
+        let (f, ni, m) = (l.rank, l.n_items, block.len());
+        let a = self.block_rows(block);
         let mut heaps: Vec<BinaryHeap<Cand>> =
             (0..m).map(|_| BinaryHeap::with_capacity(n + 1)).collect();
         let mut scores = vec![0f32; m * ITEM_TILE.min(ni)];
@@ -145,27 +211,7 @@ impl ModelFile {
         while start < ni && n > 0 {
             let t = ITEM_TILE.min(ni - start);
             let qt = &q[start * f..(start + t) * f];
-            // scores (m × t, row-major) = a (m × f) · qtᵀ (f × t).
-            // SAFETY: the pointers and strides describe `a`, `qt` and `scores`, which hold
-            // m·f, t·f and ≥ m·t elements, and `scores` does not alias the inputs.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    f,
-                    t,
-                    1.0,
-                    a.as_ptr(),
-                    f as isize,
-                    1,
-                    qt.as_ptr(),
-                    1,
-                    f as isize,
-                    0.0,
-                    scores.as_mut_ptr(),
-                    t as isize,
-                    1,
-                );
-            }
+            sgemm_tile(&a, m, f, qt, t, &mut scores);
             for (r, heap) in heaps.iter_mut().enumerate() {
                 let u = block[r];
                 for (j, &s0) in scores[r * t..(r + 1) * t].iter().enumerate() {
