@@ -79,44 +79,27 @@ fn inconsistent_or_non_finite_model_files_are_refused_not_panicked_on() {
     let model = d.join("out/model.safetensors");
     let good = std::fs::read(&model).unwrap();
     type Edit = Box<dyn Fn(&Path)>;
+    /// An edit of the metadata strings only.
+    fn meta(set: &'static [(&'static str, &'static str)]) -> Edit {
+        Box::new(move |p| {
+            edit_safetensors(
+                p,
+                |m| {
+                    for (k, v) in set {
+                        m.insert((*k).into(), (*v).into());
+                    }
+                },
+                |_, _| {},
+            )
+        })
+    }
     let cases: Vec<(&str, Edit)> = vec![
         (
             "do not form a finite range",
-            Box::new(|p| {
-                edit_safetensors(
-                    p,
-                    |m| {
-                        m.insert("clip_min".into(), "5".into());
-                        m.insert("clip_max".into(), "1".into());
-                    },
-                    |_, _| {},
-                )
-            }),
+            meta(&[("clip_min", "5"), ("clip_max", "1")]),
         ),
-        (
-            "do not form a finite range",
-            Box::new(|p| {
-                edit_safetensors(
-                    p,
-                    |m| {
-                        m.insert("clip_max".into(), "NaN".into());
-                    },
-                    |_, _| {},
-                )
-            }),
-        ),
-        (
-            "`mu` is not finite",
-            Box::new(|p| {
-                edit_safetensors(
-                    p,
-                    |m| {
-                        m.insert("mu".into(), "inf".into());
-                    },
-                    |_, _| {},
-                )
-            }),
-        ),
+        ("do not form a finite range", meta(&[("clip_max", "NaN")])),
+        ("`mu` is not finite", meta(&[("mu", "inf")])),
         (
             "is not finite",
             Box::new(|p| edit_safetensors(p, |_| {}, |h, b| poison(h, b, "P"))),
@@ -127,9 +110,8 @@ fn inconsistent_or_non_finite_model_files_are_refused_not_panicked_on() {
                 edit_safetensors(
                     p,
                     |m| {
-                        let users: Vec<String> =
+                        let mut u: Vec<String> =
                             serde_json::from_str(m["users"].as_str().unwrap()).unwrap();
-                        let mut u = users.clone();
                         u[1] = u[0].clone();
                         m.insert("users".into(), serde_json::to_string(&u).unwrap().into());
                     },

@@ -281,7 +281,7 @@ fn edge_cases_full_users_large_n_unknown_items_and_atomic_output() {
         "x\ti1\t5\nx\ti2\t1\nx\tnope\t4\nx\tnope2\t4\n",
     )
     .unwrap();
-    let out = ok(&sslf(
+    let o = sslf(
         d,
         &[
             "recommend",
@@ -292,26 +292,13 @@ fn edge_cases_full_users_large_n_unknown_items_and_atomic_output() {
             "-n",
             "3",
         ],
-    ));
+    );
+    let out = ok(&o);
     assert!(
         out.contains("skipped 2 ratings of 2 items the model does not know"),
         "{out}"
     );
-    let l = lists(&String::from_utf8_lossy(
-        &sslf(
-            d,
-            &[
-                "recommend",
-                "-m",
-                "out/model.safetensors",
-                "--ratings",
-                "new.tsv",
-                "-n",
-                "3",
-            ],
-        )
-        .stdout,
-    ));
+    let l = lists(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(l["x"].len(), 3);
     assert!(l["x"].iter().all(|(i, _)| i != "i1" && i != "i2"));
     // A failing run leaves an existing output as it was and no temporary file.

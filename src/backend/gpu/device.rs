@@ -189,38 +189,26 @@ impl GpuBackend {
                 Some(m) => m,
                 None => {
                     let src = shaders::module_source(file, subgroups)?;
-                    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(file),
-                        source: wgpu::ShaderSource::Wgsl(src.into()),
-                    });
-                    if let Some(e) = pollster::block_on(scope.pop()) {
-                        return Err(Error::Shader {
-                            kernel: kernel.entry().into(),
-                            file: file.into(),
-                            message: e.to_string(),
-                        });
-                    }
+                    let m = validated(&device, kernel, |d| {
+                        d.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(file),
+                            source: wgpu::ShaderSource::Wgsl(src.into()),
+                        })
+                    })?;
                     modules.insert(file, m);
                     &modules[file]
                 }
             };
-            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&format!("sslf::{}", kernel.entry())),
-                layout: None,
-                module,
-                entry_point: Some(kernel.entry()),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(Error::Shader {
-                    kernel: kernel.entry().into(),
-                    file: file.into(),
-                    message: e.to_string(),
-                });
-            }
+            let pipeline = validated(&device, kernel, |d| {
+                d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&format!("sslf::{}", kernel.entry())),
+                    layout: None,
+                    module,
+                    entry_point: Some(kernel.entry()),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })?;
             pipelines.insert(kernel, pipeline);
         }
 
@@ -281,5 +269,24 @@ impl GpuBackend {
             errors,
             allocated: AtomicU64::new(0),
         })
+    }
+}
+
+/// Runs `make` on `device` inside a validation error scope; a validation error is a
+/// `Shader` error naming `kernel` and its file.
+fn validated<T>(
+    device: &wgpu::Device,
+    kernel: Kernel,
+    make: impl FnOnce(&wgpu::Device) -> T,
+) -> Result<T> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let made = make(device);
+    match pollster::block_on(scope.pop()) {
+        Some(e) => Err(Error::Shader {
+            kernel: kernel.entry().into(),
+            file: kernel.file().into(),
+            message: e.to_string(),
+        }),
+        None => Ok(made),
     }
 }
