@@ -278,3 +278,97 @@ fn streamed_ratings_give_the_resident_results_and_free_their_budget() {
     drop(m);
     assert_eq!(h.resident_data_bytes(), 0);
 }
+
+/// A trained-looking LF model: hashed factors and biases, seen lists from a fixture; user 0 rated
+/// every item.
+fn serving_model(n_users: usize, n_items: usize, f: usize) -> sslf::model::file::ModelFile {
+    use sslf::data::IdMap;
+    use sslf::model::Layout;
+    let layout = Layout {
+        kind: ModelKind::Lf,
+        n_users,
+        n_items,
+        rank: f,
+        biases: true,
+        mu: 3.0,
+    };
+    let theta: Vec<f32> = (0..layout.len() as u64)
+        .map(|k| {
+            ((k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.6
+        })
+        .collect();
+    let mut ptr = vec![0u64];
+    let mut idx = Vec::new();
+    for u in 0..n_users {
+        if u == 0 {
+            idx.extend(0..n_items as u32);
+        } else {
+            idx.extend((u % 4..n_items).step_by(3).map(|i| i as u32));
+        }
+        ptr.push(idx.len() as u64);
+    }
+    sslf::model::file::ModelFile {
+        layout,
+        theta,
+        users: IdMap::identity(n_users),
+        items: IdMap::identity(n_items),
+        clip: (1.0, 5.0),
+        config: "{}".into(),
+        seen: Some((ptr, idx)),
+    }
+}
+
+#[test]
+fn gpu_top_n_agrees_with_the_cpu() {
+    let Some(g) = common::gpu() else { return };
+    for (n_users, n_items, f, n) in [(300, 700, 5, 10), (40, 20, 3, 32), (70, 1500, 16, 1)] {
+        let m = serving_model(n_users, n_items, f);
+        let users: Vec<u32> = (0..n_users as u32).rev().collect();
+        let mut cpu = Vec::new();
+        m.recommend_all(&users, n, |u, l| {
+            cpu.push((u, l.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        let mut gpu = Vec::new();
+        g.recommend_all(&m, &users, n, |u, l| {
+            gpu.push((u, l.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(cpu.len(), gpu.len());
+        for ((u, a), (v, b)) in cpu.iter().zip(&gpu) {
+            assert_eq!(u, v);
+            assert_eq!(a.len(), b.len(), "user {u} ({n_users}×{n_items}, n {n})");
+            if *u == 0 {
+                assert!(a.is_empty(), "user 0 rated every item");
+            }
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x.0, y.0, "user {u}");
+                assert!((x.1 - y.1).abs() < 1e-4, "user {u}: {} vs {}", x.1, y.1);
+            }
+        }
+    }
+    // Users in several chunks when bindings are small (2 KiB: 16 users of 32 items per chunk).
+    if let Some(small) = gpu_chunked() {
+        let m = serving_model(40, 20, 3);
+        let users: Vec<u32> = (0..40).collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        m.recommend_all(&users, 32, |_, l| {
+            a.push(l.iter().map(|x| x.0).collect::<Vec<_>>());
+            Ok(())
+        })
+        .unwrap();
+        small
+            .recommend_all(&m, &users, 32, |_, l| {
+                b.push(l.iter().map(|x| x.0).collect::<Vec<_>>());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(a, b);
+    }
+    // Past the kernel's list length: a clear error.
+    let m = serving_model(4, 50, 2);
+    let e = g.recommend_all(&m, &[1], 33, |_, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("at most 32"), "{e}");
+}

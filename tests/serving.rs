@@ -328,3 +328,43 @@ fn edge_cases_full_users_large_n_unknown_items_and_atomic_output() {
         .to_string_lossy()
         .contains("partial")));
 }
+
+#[test]
+fn the_gpu_and_cpu_paths_write_the_same_lists() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(d);
+    for b in ["cpu", "gpu"] {
+        ok(&sslf(
+            d,
+            &[
+                "recommend",
+                "-m",
+                "out/model.safetensors",
+                "--all",
+                "-n",
+                "5",
+                "--backend",
+                b,
+                "-o",
+                &format!("{b}.tsv"),
+            ],
+        ));
+    }
+    let (c, g) = (
+        lists(&std::fs::read_to_string(d.join("cpu.tsv")).unwrap()),
+        lists(&std::fs::read_to_string(d.join("gpu.tsv")).unwrap()),
+    );
+    assert_eq!(c.len(), g.len());
+    for (u, a) in &c {
+        let b = &g[u];
+        assert_eq!(a.len(), b.len(), "{u}");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.0, y.0, "{u}");
+            assert!((x.1 - y.1).abs() < 1e-4, "{u}");
+        }
+    }
+}

@@ -89,6 +89,9 @@ pub struct RecommendArgs {
     /// Output file of `user<TAB>item<TAB>score` lines, best first (default: standard output).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Where the lists are computed: cpu, gpu (at most 32 items per user) or auto.
+    #[arg(long, value_parser = parse_backend, default_value = "cpu")]
+    pub backend: BackendChoice,
 }
 
 #[derive(Debug, Args)]
@@ -670,12 +673,13 @@ fn recommend(a: RecommendArgs) -> Result<()> {
             model.items.len()
         );
     }
+    let backend = any::open(a.backend, 0, &Default::default(), &|s| eprintln!("{s}"))?;
     let bar = progress::counter(users.len() as u64, "users");
     let mut empty = 0usize;
     let started = std::time::Instant::now();
     let mut write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
         let mut err = None;
-        let r = model.recommend_all(&users, a.top, |u, list| {
+        let each = |u: u32, list: &[(u32, f32)]| {
             if list.is_empty() {
                 empty += 1;
             }
@@ -688,7 +692,11 @@ fn recommend(a: RecommendArgs) -> Result<()> {
             }
             bar.inc(1);
             Ok(())
-        });
+        };
+        let r = match &backend {
+            AnyBackend::Cpu(_) => model.recommend_all(&users, a.top, each),
+            AnyBackend::Gpu(g) => g.recommend_all(&model, &users, a.top, each),
+        };
         match (r, err) {
             (_, Some(e)) => Err(e),
             (Err(e), None) => Err(std::io::Error::other(e.to_string())),

@@ -24,6 +24,7 @@ pub mod blocking;
 mod buffers;
 mod device;
 pub mod precond;
+mod serve;
 pub mod shaders;
 mod sparse;
 mod vector;

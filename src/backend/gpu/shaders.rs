@@ -49,6 +49,7 @@ pub const FILES: &[ShaderFile] = &[
     shader_file!("eval.wgsl", true, false),
     shader_file!("precond.wgsl", true, false),
     shader_file!("sam.wgsl", false, false),
+    shader_file!("topn.wgsl", false, false),
 ];
 
 /// Every kernel: (entry point, file).
@@ -81,10 +82,11 @@ pub enum Kernel {
     AbsShiftSq,
     RowScale,
     RowScaleD,
+    TopN,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 27] = [
+    pub const ALL: [Kernel; 28] = [
         Kernel::Fill,
         Kernel::Copy,
         Kernel::Axpy,
@@ -112,6 +114,7 @@ impl Kernel {
         Kernel::AbsShiftSq,
         Kernel::RowScale,
         Kernel::RowScaleD,
+        Kernel::TopN,
     ];
 
     /// The WGSL entry point.
@@ -144,6 +147,7 @@ impl Kernel {
             Kernel::AbsShiftSq => "abs_shift_sq",
             Kernel::RowScale => "row_scale",
             Kernel::RowScaleD => "row_scale_d",
+            Kernel::TopN => "top_n",
         }
     }
 
@@ -181,6 +185,7 @@ impl Kernel {
             | Kernel::PcDinv
             | Kernel::PcDapply => "precond.wgsl",
             Kernel::RowScale | Kernel::RowScaleD => "sam.wgsl",
+            Kernel::TopN => "topn.wgsl",
         }
     }
 }
