@@ -56,7 +56,8 @@ def topn_numpy(P, Q, b, c, mu, ptr, seen, top, block):
         lo, hi = int(ptr[s]), int(ptr[e])
         rows = np.repeat(np.arange(e - s), np.diff(ptr[s : e + 1]).astype(np.int64))
         S[rows, seen[lo:hi].astype(np.int64)] = -np.inf
-        part = np.argpartition(-S, top - 1, axis=1)[:, :top]
+        # The N largest without a negated copy of S.
+        part = np.argpartition(S, S.shape[1] - top, axis=1)[:, -top:]
         ps = np.take_along_axis(S, part, axis=1)
         order = np.argsort(-ps, axis=1, kind="stable")
         items[s:e] = np.take_along_axis(part, order, axis=1)
