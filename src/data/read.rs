@@ -10,7 +10,9 @@
 //! - `mtx`: Matrix Market `coordinate real|integer general`, 1-based indices;
 //! - `auto`: chosen from the file name (`u.data`, `*.dat`, `*.csv`, `*.mtx`, else `tsv`).
 //!
-//! A UTF-8 byte-order mark at the start of a file is dropped in every format. Messages quote at
+//! gzip and zstd files are decompressed on the fly (told by their magic bytes; `auto` looks at the
+//! name without `.gz`/`.zst`). A UTF-8 byte-order mark at the start of a file is dropped in every
+//! format. Messages quote at
 //! most 80 characters of an offending token.
 
 use super::{Dataset, IdMap, Ratings};
@@ -54,6 +56,12 @@ impl Format {
             .file_name()
             .map(|s| s.to_string_lossy().to_lowercase())
             .unwrap_or_default();
+        // A compressed file is named by what it holds: `ratings.csv.gz` is a CSV.
+        let name = [".gz", ".zst", ".zstd"]
+            .iter()
+            .find_map(|ext| name.strip_suffix(ext))
+            .unwrap_or(&name)
+            .to_string();
         if name == "u.data" {
             Format::Movielens
         } else if name.ends_with(".dat") {
@@ -72,8 +80,7 @@ impl Format {
 /// lines and `#` comments are ignored), in the original ids' spelling. The whole file is read
 /// before anything is returned, so an error on any line leaves nothing half-done downstream.
 pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    read_pairs_from(BufReader::new(file), path)
+    read_pairs_from(open_text(path)?, path)
 }
 
 /// [`read_pairs`] from any reader; `path` names it in errors.
@@ -143,9 +150,28 @@ pub fn read_into_with(
     header: Option<bool>,
     ds: &mut Dataset,
 ) -> Result<Ratings> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
+    let reader = open_text(path)?;
     read_from(reader, path, format.resolve(path), dups, header, ds)
+}
+
+/// Opens a text file for reading, decompressing gzip and zstd, which are told by their magic
+/// bytes (not by the name).
+pub fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut raw = BufReader::with_capacity(1 << 20, file);
+    let magic = raw.fill_buf().map_err(|e| Error::io(path, e))?;
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        ))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let z = zstd::stream::read::Decoder::with_buffer(raw)
+            .map_err(|e| Error::data(path, 0, format!("cannot start the zstd decoder: {e}")))?;
+        Box::new(BufReader::with_capacity(1 << 20, z))
+    } else {
+        Box::new(raw)
+    })
 }
 
 /// [`read_into_with`] from any reader; `path` names it in errors (and picks the format when
@@ -477,5 +503,50 @@ mod tests {
         let (_d, p) = file_with("x.tsv", "0 1 2\n0 2 1\n0 1 5\n");
         let ds = read_file(&p, Format::Auto, DuplicatePolicy::KeepLast).unwrap();
         assert_eq!(ds.ratings.values, vec![5.0, 1.0]);
+    }
+
+    #[test]
+    fn gzip_and_zstd_inputs_read_as_the_plain_file() {
+        use std::io::Write as _;
+        let text = "u1\ti1\t4\nu2\ti1\t3.5\nu1\ti7\t1\n";
+        let (dir, plain) = file_with("r.tsv", text);
+        let gz = dir.path().join("r.tsv.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&gz, e.finish().unwrap()).unwrap();
+        let zst = dir.path().join("r.tsv.zst");
+        std::fs::write(&zst, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+        // Told by content: a gzip file under a plain name reads too.
+        let disguised = dir.path().join("z.tsv");
+        std::fs::copy(&gz, &disguised).unwrap();
+        let want = read_file(&plain, Format::Auto, DuplicatePolicy::Error).unwrap();
+        for p in [&gz, &zst, &disguised] {
+            let got = read_file(p, Format::Auto, DuplicatePolicy::Error).unwrap();
+            assert_eq!(got.ratings, want.ratings, "{}", p.display());
+            assert_eq!(got.users.names(), want.users.names());
+            assert_eq!(got.items.names(), want.items.names());
+        }
+        assert_eq!(Format::Auto.resolve(Path::new("x.csv.gz")), Format::Csv);
+        assert_eq!(
+            Format::Auto.resolve(Path::new("ratings.dat.zst")),
+            Format::Dat
+        );
+        // A bad line inside a compressed file keeps its line number.
+        let bad = dir.path().join("bad.tsv.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"u1 i1 4\nu2 i2 x\n").unwrap();
+        std::fs::write(&bad, e.finish().unwrap()).unwrap();
+        let err = read_file(&bad, Format::Auto, DuplicatePolicy::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.tsv.gz:2: rating `x`"), "{err}");
+        // A truncated gzip stream is an error naming the file, not a panic or a silent cut.
+        let trunc = dir.path().join("t.tsv.gz");
+        let all = std::fs::read(&gz).unwrap();
+        std::fs::write(&trunc, &all[..all.len() - 6]).unwrap();
+        let err = read_file(&trunc, Format::Auto, DuplicatePolicy::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.tsv.gz"), "{err}");
     }
 }
