@@ -365,24 +365,33 @@ impl<'b, B: Backend> Workload<'b, B> {
     }
 }
 
-/// Times `op` `repeats` times after `warmup` runs; returns (median, min, max) in ms.
+/// Runs `f` `warmup` times untimed, then `repeats` times timed; returns (median, min, max) in ms.
+pub fn time_runs(
+    warmup: usize,
+    repeats: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64, f64)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut t = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok((t[t.len() / 2], t[0], t[t.len() - 1]))
+}
+
+/// Times `op` on `w` (see [`time_runs`]).
 pub fn time_op<B: Backend>(
     w: &mut Workload<B>,
     op: BenchOp,
     warmup: usize,
     repeats: usize,
 ) -> Result<(f64, f64, f64)> {
-    for _ in 0..warmup {
-        w.run(op)?;
-    }
-    let mut t = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let start = Instant::now();
-        w.run(op)?;
-        t.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    t.sort_by(|a, b| a.total_cmp(b));
-    Ok((t[t.len() / 2], t[0], t[t.len() - 1]))
+    time_runs(warmup, repeats, || w.run(op))
 }
 
 fn bench_backend<B: Backend>(
@@ -470,19 +479,11 @@ pub fn bench_topn(m: &Matrix, cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<B
         .build()
         .map_err(|e| Error::Device(format!("cannot start the CPU thread pool: {e}")))?;
     let users: Vec<u32> = (0..m.n_users() as u32).collect();
-    let time = |f: &(dyn Fn() + Sync)| -> (f64, f64, f64) {
-        for _ in 0..cfg.warmup {
+    let time = |f: &(dyn Fn() + Sync)| {
+        time_runs(cfg.warmup, cfg.repeats, || {
             pool.install(f);
-        }
-        let mut t: Vec<f64> = (0..cfg.repeats)
-            .map(|_| {
-                let s = Instant::now();
-                pool.install(f);
-                s.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        t.sort_by(|a, b| a.total_cmp(b));
-        (t[t.len() / 2], t[0], t[t.len() - 1])
+            Ok(())
+        })
     };
     say("  topn on cpu …");
     let (ms, min_ms, max_ms) = time(&|| {
@@ -494,11 +495,11 @@ pub fn bench_topn(m: &Matrix, cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<B
             })
             .expect("users are in range");
         std::hint::black_box(kept);
-    });
+    })?;
     say("  topn's GEMM alone on cpu …");
     let (gemm_ms, ..) = time(&|| {
         std::hint::black_box(model.score_pass(&users));
-    });
+    })?;
     let flop = 2.0 * m.n_users() as f64 * m.n_items() as f64 * cfg.rank as f64;
     Ok(BenchRow {
         op: BenchOp::TopN.name().into(),

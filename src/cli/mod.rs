@@ -297,13 +297,13 @@ fn train(a: TrainArgs) -> Result<()> {
     let dir = RunDir::create(cfg.output_dir())?;
     // Said even with --quiet: it is about another run.
     let _lock = dir.lock(&|s| eprintln!("{s}"))?;
+    let inputs = crate::experiment::data::data_files(&cfg.data);
     for out in [
         dir.summary_path(),
         dir.model_path(),
         dir.metrics_path(),
         dir.checkpoint_path(),
     ] {
-        let inputs = crate::experiment::data::data_files(&cfg.data);
         refuse_overwriting_input(&out, &inputs)?;
     }
     let ck_path = dir.checkpoint_path();
@@ -673,7 +673,14 @@ fn recommend(a: RecommendArgs) -> Result<()> {
             model.items.len()
         );
     }
-    let backend = any::open(a.backend, 0, &Default::default(), &|s| eprintln!("{s}"))?;
+    // The CPU path runs on rayon's global pool; only a GPU needs opening.
+    let gpu = match a.backend {
+        BackendChoice::Cpu => None,
+        choice => match any::open(choice, 1, &Default::default(), &|s| eprintln!("{s}"))? {
+            AnyBackend::Gpu(g) => Some(g),
+            AnyBackend::Cpu(_) => None,
+        },
+    };
     let bar = progress::counter(users.len() as u64, "users");
     let mut empty = 0usize;
     let started = std::time::Instant::now();
@@ -693,9 +700,9 @@ fn recommend(a: RecommendArgs) -> Result<()> {
             bar.inc(1);
             Ok(())
         };
-        let r = match &backend {
-            AnyBackend::Cpu(_) => model.recommend_all(&users, a.top, each),
-            AnyBackend::Gpu(g) => g.recommend_all(&model, &users, a.top, each),
+        let r = match &gpu {
+            None => model.recommend_all(&users, a.top, each),
+            Some(g) => g.recommend_all(&model, &users, a.top, each),
         };
         match (r, err) {
             (_, Some(e)) => Err(e),

@@ -149,7 +149,7 @@ pub struct Compressed {
 
 impl Compressed {
     /// Builds rows keyed by `rows` with columns `cols` (a counting sort, then a sort within rows).
-    fn build(n_rows: usize, n_cols: usize, rows: &[u32], cols: &[u32], values: &[f32]) -> Self {
+    pub fn build(n_rows: usize, n_cols: usize, rows: &[u32], cols: &[u32], values: &[f32]) -> Self {
         let mut ptr = vec![0u64; n_rows + 1];
         for &r in rows {
             ptr[r as usize + 1] += 1;

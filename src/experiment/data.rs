@@ -41,28 +41,15 @@ impl Prepared {
     /// The items each user rated in the training file (the train and validation parts), as CSR
     /// (offsets, item indices ascending within a user).
     pub fn seen_by_user(&self) -> (Vec<u64>, Vec<u32>) {
-        let parts = [&self.train, &self.valid];
-        let mut ptr = vec![0u64; self.n_users() + 1];
-        for r in parts {
-            for &u in &r.users {
-                ptr[u as usize + 1] += 1;
-            }
-        }
-        for u in 0..self.n_users() {
-            ptr[u + 1] += ptr[u];
-        }
-        let mut next: Vec<u64> = ptr[..self.n_users()].to_vec();
-        let mut index = vec![0u32; ptr[self.n_users()] as usize];
-        for r in parts {
-            for (&u, &i) in r.users.iter().zip(&r.items) {
-                index[next[u as usize] as usize] = i;
-                next[u as usize] += 1;
-            }
-        }
-        for u in 0..self.n_users() {
-            index[ptr[u] as usize..ptr[u + 1] as usize].sort_unstable();
-        }
-        (ptr, index)
+        let cat = |a: &[u32], b: &[u32]| [a, b].concat();
+        let c = crate::data::Compressed::build(
+            self.n_users(),
+            self.n_items(),
+            &cat(&self.train.users, &self.valid.users),
+            &cat(&self.train.items, &self.valid.items),
+            &[&self.train.values[..], &self.valid.values[..]].concat(),
+        );
+        (c.ptr, c.index)
     }
 
     /// Test entries whose user or item has no training entry.

@@ -8,7 +8,7 @@ use super::data::Prepared;
 use super::{EpochRecord, Summary, Trained};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-pub use crate::fs::{temp_name, write_atomic};
+pub use crate::fs::write_atomic;
 use crate::model::file::ModelFile;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};

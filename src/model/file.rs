@@ -327,10 +327,8 @@ impl ModelFile {
     /// (when the file records them); (item, score) pairs, best first, ties by item index.
     pub fn recommend(&self, u: u32, n: usize) -> Vec<(u32, f32)> {
         let mut seen = vec![false; self.layout.n_items];
-        if let Some((ptr, items)) = &self.seen {
-            for &i in &items[ptr[u as usize] as usize..ptr[u as usize + 1] as usize] {
-                seen[i as usize] = true;
-            }
+        for &i in self.seen_items(u) {
+            seen[i as usize] = true;
         }
         let mut scored: Vec<(u32, f32)> = (0..self.layout.n_items as u32)
             .filter(|&i| !seen[i as usize])

@@ -89,8 +89,8 @@ pub struct FoldInReport {
 }
 
 impl ModelFile {
-    /// Item biases (zeros without biases) and the per-item score offset μ + c_i.
-    fn item_offsets(&self) -> Vec<f32> {
+    /// The item biases c_i (zeros without biases): the per-item part of every score.
+    pub fn item_biases(&self) -> Vec<f32> {
         let l = &self.layout;
         (0..l.n_items)
             .map(|i| {
@@ -103,14 +103,21 @@ impl ModelFile {
             .collect()
     }
 
-    /// Whether dense user `u` rated item `i` in training (the file's seen lists, sorted per user).
-    fn seen_by(&self, u: u32, i: u32) -> bool {
+    /// μ + b_u (0 without biases): the per-user part of every score of dense user `u`.
+    pub fn user_offset(&self, u: u32) -> f32 {
+        let l = &self.layout;
+        if l.has_biases() {
+            l.mu + self.theta[l.b_off() + u as usize]
+        } else {
+            0.0
+        }
+    }
+
+    /// The items dense user `u` rated in training, ascending (none when the file records none).
+    pub fn seen_items(&self, u: u32) -> &[u32] {
         match &self.seen {
-            Some((ptr, items)) => {
-                let row = &items[ptr[u as usize] as usize..ptr[u as usize + 1] as usize];
-                row.binary_search(&i).is_ok()
-            }
-            None => false,
+            Some((ptr, items)) => &items[ptr[u as usize] as usize..ptr[u as usize + 1] as usize],
+            None => &[],
         }
     }
 
@@ -132,7 +139,7 @@ impl ModelFile {
         }
         let f = l.rank;
         let q = &self.theta[l.q_off()..l.q_off() + l.n_items * f];
-        let c = self.item_offsets();
+        let c = self.item_biases();
         // Enough blocks per round to keep every thread busy, few enough to bound memory.
         let round = USER_BLOCK * rayon::current_num_threads().max(1) * 4;
         for chunk in users.chunks(round) {
@@ -222,7 +229,7 @@ impl ModelFile {
                     if heap.len() == n && cand.cmp(heap.peek().expect("full")) != Ordering::Less {
                         continue;
                     }
-                    if self.seen_by(u, cand.item) {
+                    if self.seen_items(u).binary_search(&cand.item).is_ok() {
                         continue;
                     }
                     heap.push(cand);
@@ -237,11 +244,7 @@ impl ModelFile {
             .iter()
             .zip(heaps)
             .map(|(&u, heap)| {
-                let base = if l.has_biases() {
-                    l.mu + self.theta[l.b_off() + u as usize]
-                } else {
-                    0.0
-                };
+                let base = self.user_offset(u);
                 heap.into_sorted_vec()
                     .into_iter()
                     .map(|c| (c.item, c.score + base))
@@ -320,7 +323,7 @@ impl ModelFile {
             }
         }
         report.unknown_items = unknown.iter().filter(|&&x| x).count();
-        let c = self.item_offsets();
+        let c = self.item_biases();
         let solved: Vec<Vec<f32>> = rows
             .par_iter()
             .map(|row| {
@@ -403,11 +406,8 @@ impl ModelFile {
         for (u, g) in given.iter().enumerate() {
             match g {
                 Some(it) => idx.extend_from_slice(it),
-                None => {
-                    if let (Some((p, s)), true) = (&self.seen, u < l.n_users) {
-                        idx.extend_from_slice(&s[p[u] as usize..p[u + 1] as usize]);
-                    }
-                }
+                None if u < l.n_users => idx.extend_from_slice(self.seen_items(u as u32)),
+                None => {}
             }
             ptr.push(idx.len() as u64);
         }

@@ -43,15 +43,7 @@ impl GpuBackend {
                 }
             }
         }
-        let c: Vec<f32> = (0..l.n_items)
-            .map(|i| {
-                if l.has_biases() {
-                    theta[l.c_off() + i]
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let c = model.item_biases();
         let q_buf = self.storage_buffer(
             "item factors",
             q.len() as u64 * 4,
@@ -62,14 +54,6 @@ impl GpuBackend {
             c.len() as u64 * 4,
             Some(bytemuck::cast_slice(&c)),
         )?;
-        let seen_of = |u: u32| -> &[u32] {
-            match &model.seen {
-                Some((ptr, items)) => {
-                    &items[ptr[u as usize] as usize..ptr[u as usize + 1] as usize]
-                }
-                None => &[],
-            }
-        };
         let cap = (self.chunk_cap / 4) as usize;
         let per_user = (f.max(n.max(1))).max(1);
         let mut start = 0;
@@ -77,7 +61,10 @@ impl GpuBackend {
             // As many users as fit every binding.
             let mut end = users.len().min(start + (cap / per_user).max(1));
             loop {
-                let seen_len: usize = users[start..end].iter().map(|&u| seen_of(u).len()).sum();
+                let seen_len: usize = users[start..end]
+                    .iter()
+                    .map(|&u| model.seen_items(u).len())
+                    .sum();
                 if seen_len <= cap || end == start + 1 {
                     break;
                 }
@@ -91,7 +78,7 @@ impl GpuBackend {
                 pu.extend_from_slice(
                     &theta[l.p_off() + u as usize * f..l.p_off() + (u as usize + 1) * f],
                 );
-                seen.extend_from_slice(seen_of(u));
+                seen.extend_from_slice(model.seen_items(u));
                 ptr.push(seen.len() as u32);
             }
             if seen.is_empty() {
@@ -146,11 +133,7 @@ impl GpuBackend {
             let scores: &[f32] = bytemuck::cast_slice(&scores[..out_bytes as usize]);
             let mut list = Vec::with_capacity(n);
             for (r, &u) in chunk.iter().enumerate() {
-                let base = if l.has_biases() {
-                    l.mu + theta[l.b_off() + u as usize]
-                } else {
-                    0.0
-                };
+                let base = model.user_offset(u);
                 list.clear();
                 for k in 0..n {
                     let i = items[r * n + k];
