@@ -17,7 +17,6 @@ use crate::backend::{Backend, Curvature};
 use crate::config::{DataConfig, GpuConfig};
 use crate::data::{synth::SynthConfig, DataStats, Matrix};
 use crate::error::{Error, Result};
-use crate::experiment::data::prepare;
 use crate::model::{ModelConfig, ModelKind};
 use crate::problem::Problem;
 use crate::solver::{slf::Slf, SamMode, Solver, SolverConfig, SolverKind};
@@ -47,9 +46,14 @@ pub enum BenchOp {
     /// entries left out (CPU).
     #[serde(rename = "topn")]
     TopN,
+    /// Reading the data: the file `data` names (synthetic data is first written to a temporary
+    /// TSV) parsed, checked and split (`load`), and the same data from a prepared file, its
+    /// staleness check included (`load_cached`). Host only.
+    Load,
 }
 
 impl BenchOp {
+    /// The ops run when a config names none (`load` is asked for by name).
     pub const ALL: [BenchOp; 8] = [
         BenchOp::Copy,
         BenchOp::Dot,
@@ -71,6 +75,7 @@ impl BenchOp {
             BenchOp::SlfEpoch => "slf_epoch",
             BenchOp::SslfEpoch => "sslf_epoch",
             BenchOp::TopN => "topn",
+            BenchOp::Load => "load",
         }
     }
 }
@@ -305,10 +310,12 @@ impl<'b, B: Backend> Workload<'b, B> {
                 be.xpby(&self.r, (rr / self.rr) as f32, &mut self.p)?;
                 self.rr = rr;
             }
-            BenchOp::TopN => {
-                return Err(Error::Unsupported(
-                    "topn is not a backend op; bench::bench_topn times it".into(),
-                ))
+            BenchOp::TopN | BenchOp::Load => {
+                return Err(Error::Unsupported(format!(
+                    "{} is not a backend op; bench::bench_{} times it",
+                    op.name(),
+                    op.name()
+                )))
             }
             BenchOp::SlfEpoch | BenchOp::SslfEpoch => {
                 let cfg = SolverConfig {
@@ -360,7 +367,7 @@ impl<'b, B: Backend> Workload<'b, B> {
             BenchOp::Gradient => Some(rows * (4.0 + 8.0 * f) + 2.0 * nnz * (8.0 + 4.0 * f)),
             BenchOp::GnProduct => Some(gn),
             BenchOp::CgIteration => Some(gn + 20.0 * vec),
-            BenchOp::SlfEpoch | BenchOp::SslfEpoch | BenchOp::TopN => None,
+            BenchOp::SlfEpoch | BenchOp::SslfEpoch | BenchOp::TopN | BenchOp::Load => None,
         }
     }
 }
@@ -407,7 +414,11 @@ fn bench_backend<B: Backend>(
     }
     let mut rows = Vec::new();
     let mut copy_gbps = None;
-    for &op in cfg.ops.iter().filter(|&&o| o != BenchOp::TopN) {
+    for &op in cfg
+        .ops
+        .iter()
+        .filter(|&&o| o != BenchOp::TopN && o != BenchOp::Load)
+    {
         say(&format!("  {} on {} …", op.name(), info.backend));
         let (ms, min_ms, max_ms) = time_op(&mut w, op, cfg.warmup, cfg.repeats)?;
         let passes = w.passes(op)?;
@@ -519,15 +530,112 @@ pub fn bench_topn(m: &Matrix, cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<B
     })
 }
 
+/// The `load` op (see [`BenchOp::Load`]): two rows, `load` and `load_cached`, whose `gb_per_s`
+/// is the text read per second.
+pub fn bench_load(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
+    use crate::experiment::cache::{self, CacheKey, Cached};
+    use crate::experiment::data::{build, data_files, LoadHooks};
+    let dir = std::env::temp_dir().join(format!("sslf-bench-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let mut data_cfg = DataConfig {
+        cache: false,
+        prepared: None,
+        ..cfg.data.clone()
+    };
+    if data_files(&data_cfg).is_empty() {
+        let s = data_cfg.synthetic.take().unwrap_or_default();
+        let ds = crate::data::synth::generate(&s);
+        let file = dir.join("synthetic.tsv");
+        say(&format!(
+            "bench: writing the synthetic data to {} …",
+            file.display()
+        ));
+        crate::data::read::write_tsv(&file, &ds.ratings, &ds.users, &ds.items)?;
+        data_cfg.path = Some(file);
+    }
+    let mut bytes = 0u64;
+    for f in data_files(&data_cfg) {
+        bytes += std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| Error::Device(format!("cannot start the CPU thread pool: {e}")))?;
+    say("  load (parse, ids, duplicates, split) …");
+    let mut last = None;
+    let (ms, min_ms, max_ms) = time_runs(cfg.warmup, cfg.repeats, || {
+        last = Some(pool.install(|| build(&data_cfg, &LoadHooks::quiet()))?);
+        Ok(())
+    })?;
+    let data = last.expect("at least one run");
+    let nnz = data.train.nnz() + data.valid.nnz() + data.test.nnz();
+    let file = dir.join("prepared.safetensors");
+    cache::write(&file, &data, &CacheKey::of(&data_cfg)?)?;
+    drop(data);
+    say("  load_cached (fingerprints, prepared file) …");
+    let (c_ms, c_min, c_max) = time_runs(cfg.warmup, cfg.repeats, || {
+        let key = pool.install(|| CacheKey::of(&data_cfg))?;
+        match cache::read(&file, &key)? {
+            Cached::Fresh(p) => {
+                std::hint::black_box(p);
+                Ok(())
+            }
+            other => Err(Error::Model {
+                file: file.clone(),
+                message: format!("the prepared file just written reads as {other:?}"),
+            }),
+        }
+    })?;
+    let device = format!("host ({} threads)", pool.current_num_threads());
+    let row = |op: &str, ms: f64, min_ms: f64, max_ms: f64| BenchRow {
+        op: op.into(),
+        backend: "cpu".into(),
+        device: device.clone(),
+        nnz,
+        rank: 0,
+        ms,
+        min_ms,
+        max_ms,
+        gentries_rank_per_s: None,
+        gb_per_s: Some(bytes as f64 / (ms * 1e-3) / 1e9),
+        copy_fraction: None,
+        users_per_s: None,
+        gflop_per_s: None,
+        gemm_fraction: None,
+    };
+    Ok(vec![
+        row("load", ms, min_ms, max_ms),
+        row("load_cached", c_ms, c_min, c_max),
+    ])
+}
+
 /// Runs the benchmark; `say` receives progress lines.
 pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    if cfg.ops.contains(&BenchOp::Load) {
+        rows.extend(bench_load(cfg, say)?);
+        if cfg.ops.iter().all(|&o| o == BenchOp::Load) {
+            return Ok(rows);
+        }
+    }
     let data_cfg = DataConfig {
         test_fraction: 0.0,
         validation_fraction: 0.0,
         ..cfg.data.clone()
     };
     say("bench: preparing data …");
-    let data = prepare(&data_cfg)?;
+    let hooks = crate::experiment::data::LoadHooks {
+        say,
+        progress: None,
+    };
+    let data = crate::experiment::data::prepare_with(&data_cfg, &hooks)?;
     let m = Matrix::from_ratings(&data.train, data.n_users(), data.n_items());
     say(&format!(
         "bench: {} | {} users × {} items, {} entries, rank {}",
@@ -538,7 +646,6 @@ pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
         cfg.rank
     ));
     drop(data);
-    let mut rows = Vec::new();
     let mut benched: Vec<String> = Vec::new();
     for &choice in &cfg.backends {
         let opened = any::open(choice, cfg.threads, &(&cfg.gpu).into(), &|s| say(s));

@@ -3,7 +3,7 @@
 //!
 //! Relative paths inside a config are taken relative to the working directory.
 
-use crate::data::read::{DuplicatePolicy, Format};
+use crate::data::read::{Columns, DuplicatePolicy, Format};
 use crate::data::split::SplitMode;
 use crate::data::synth::SynthConfig;
 use crate::error::{Error, Result};
@@ -42,6 +42,17 @@ pub struct DataConfig {
     pub split: SplitMode,
     /// Seed of the test and validation splits.
     pub split_seed: u64,
+    /// Keep the prepared data (the three parts and the id maps) in a safetensors file beside the
+    /// first data file (`NAME.prepared.safetensors`), or at `prepared`, and load it from there
+    /// while the data files and these settings are unchanged; a stale file is rebuilt and said.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
+    /// Where the prepared data lives (written by `sslf prepare`); implies `cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PathBuf>,
+    /// The column names of a Parquet input (default `user`, `item`, `rating`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Columns>,
 }
 
 impl Default for DataConfig {
@@ -58,6 +69,9 @@ impl Default for DataConfig {
             validation_fraction: 0.1,
             split: SplitMode::Random,
             split_seed: 42,
+            cache: false,
+            prepared: None,
+            columns: None,
         }
     }
 }
@@ -290,6 +304,14 @@ impl TrainConfig {
                 file,
                 "data.validation_fraction",
                 "must be in [0, 1)",
+            ));
+        }
+        if d.cache && d.prepared.is_none() && d.path.is_none() && d.train.is_none() {
+            return Err(config_err(
+                file,
+                "data.cache",
+                "synthetic data has no file to keep the cache beside: name one with \
+                 `data.prepared`",
             ));
         }
         if let Some(s) = &d.synthetic {

@@ -9,9 +9,10 @@ use crate::data::read::{read_file, read_pairs, write_tsv, Format};
 use crate::data::synth::{generate, SynthConfig};
 use crate::error::{Error, Result};
 use crate::experiment::checkpoint::Checkpoint;
+use crate::experiment::data::{prepare_with, LoadHooks, Prepared};
 use crate::experiment::observe::{JsonlWriter, Observers};
 use crate::experiment::output::{write_atomic, RunDir};
-use crate::experiment::{self, data::prepare, Checkpointing, Summary};
+use crate::experiment::{self, Checkpointing, Summary};
 use crate::model::file::ModelFile;
 use crate::with_backend;
 use clap::{Args, Parser, Subcommand};
@@ -46,6 +47,26 @@ pub enum Command {
     FoldIn(FoldInArgs),
     /// Run an experiment file: several methods × seeds × a grid, with tables and plots.
     Experiment(ExperimentArgs),
+    /// Read, check and split a config's data once, into a safetensors file that `train`,
+    /// `experiment` and `bench` load in well under a second (`data.cache` / `data.prepared`).
+    Prepare(PrepareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Training config whose `data` section is prepared (default: the defaults).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Where to write (default: `data.prepared`, else `NAME.prepared.safetensors` beside the
+    /// first data file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override config values: `--set data.split_seed=7`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// No progress.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +251,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict(a),
         Command::Recommend(a) => recommend(a),
         Command::FoldIn(a) => fold_in(a),
+        Command::Prepare(a) => prepare_cmd(a),
         Command::Experiment(a) => {
             crate::experiment::suite::run_cli(&a.config, a.output.as_deref(), a.backend, a.quiet)
         }
@@ -359,7 +381,7 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         None
     };
-    let data = prepare(&cfg.data)?;
+    let data = load_data(&cfg.data, quiet)?;
     say(&format!(
         "data: {} | {} users × {} items | train {} valid {} test {}",
         data.source,
@@ -456,6 +478,78 @@ pub fn print_summary(s: &Summary) {
     );
 }
 
+/// Loads a config's data with a progress bar (through the prepared-data cache when set).
+pub fn load_data(cfg: &crate::config::DataConfig, quiet: bool) -> Result<Prepared> {
+    let bar = progress::LoadBar::new(quiet);
+    let show = |p: &crate::data::ingest::Progress| bar.show(p);
+    let say = |s: &str| {
+        if !quiet {
+            eprintln!("{s}")
+        }
+    };
+    let hooks = LoadHooks {
+        say: &say,
+        progress: Some(&show),
+    };
+    let data = prepare_with(cfg, &hooks);
+    bar.finish();
+    data
+}
+
+fn prepare_cmd(a: PrepareArgs) -> Result<()> {
+    let cfg = match &a.config {
+        Some(p) => TrainConfig::load(p, &a.overrides)?,
+        None => TrainConfig::from_json("(defaults)", "{}", &a.overrides)?,
+    };
+    let mut data_cfg = cfg.data.clone();
+    if let Some(o) = &a.out {
+        data_cfg.prepared = Some(o.clone());
+    }
+    let Some(out) = crate::experiment::cache::cache_path(&data_cfg).or_else(|| {
+        // Neither set: beside the first data file.
+        let mut c = data_cfg.clone();
+        c.cache = true;
+        crate::experiment::cache::cache_path(&c)
+    }) else {
+        return Err(Error::Config {
+            file: "command line".into(),
+            path: "--out".into(),
+            message: "synthetic data has no file to write beside: pass --out FILE".into(),
+        });
+    };
+    let t = std::time::Instant::now();
+    let bar = progress::LoadBar::new(a.quiet);
+    let show = |p: &crate::data::ingest::Progress| bar.show(p);
+    let hooks = LoadHooks {
+        say: &|_| {},
+        progress: Some(&show),
+    };
+    // The files are hashed for the header while they are parsed.
+    let (key, data) = std::thread::scope(|s| {
+        let key = s.spawn(|| crate::experiment::cache::CacheKey::of(&data_cfg));
+        let data = crate::experiment::data::build(&data_cfg, &hooks);
+        (key.join().expect("hashing does not panic"), data)
+    });
+    let (key, data) = (key?, data?);
+    bar.finish();
+    for n in &data.notes {
+        eprintln!("sslf: {n}");
+    }
+    crate::experiment::cache::write(&out, &data, &key)?;
+    println!(
+        "prepared {} entries in {:.2} s: {} users × {} items | train {} valid {} test {} | {}",
+        data.train.nnz() + data.valid.nnz() + data.test.nnz(),
+        t.elapsed().as_secs_f64(),
+        data.n_users(),
+        data.n_items(),
+        data.train.nnz(),
+        data.valid.nnz(),
+        data.test.nnz(),
+        out.display()
+    );
+    Ok(())
+}
+
 fn gen(a: GenArgs) -> Result<()> {
     let cfg = SynthConfig {
         n_users: a.users,
@@ -487,7 +581,7 @@ fn parse_format(s: &str) -> Result<Format> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| Error::Config {
         file: "command line".into(),
         path: "--format".into(),
-        message: format!("unknown format `{s}` (auto, movielens, dat, csv, tsv, mtx)"),
+        message: format!("unknown format `{s}` (auto, movielens, dat, csv, tsv, mtx, parquet)"),
     })
 }
 

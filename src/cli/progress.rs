@@ -104,3 +104,85 @@ pub fn counter(len: u64, what: &str) -> ProgressBar {
     );
     bar
 }
+
+/// Progress of a data load on standard error: on a terminal a bar over the input's bytes (a
+/// spinner when the size is unknown) with lines/s and the phase; elsewhere a plain line when a
+/// phase starts and at every quarter of the input.
+pub struct LoadBar {
+    bar: Option<ProgressBar>,
+    plain: std::sync::Mutex<(String, u64)>,
+    quiet: bool,
+    start: std::time::Instant,
+}
+
+impl LoadBar {
+    pub fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "load [{bar:30}] {bytes}/{total_bytes} {msg} ({elapsed})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        LoadBar {
+            bar,
+            plain: std::sync::Mutex::new((String::new(), 0)),
+            quiet,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Shows one report.
+    pub fn show(&self, p: &crate::data::ingest::Progress) {
+        if self.quiet {
+            return;
+        }
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let rate = p.lines as f64 / secs;
+        if let Some(b) = &self.bar {
+            if let Some(t) = p.total {
+                b.set_length(t);
+            }
+            if p.bytes > 0 {
+                b.set_position(p.bytes);
+            }
+            b.set_message(format!(
+                "{} | {} lines, {:.1} M lines/s",
+                p.phase,
+                p.lines,
+                rate / 1e6
+            ));
+            return;
+        }
+        let mut last = self.plain.lock().expect("no panic holds this lock");
+        let quarter = match p.total {
+            Some(t) if t > 0 => p.bytes * 4 / t,
+            _ => 0,
+        };
+        // Parsing and id mapping alternate chunk by chunk: one stage for plain lines.
+        let stage = if p.phase == "ids" { "parse" } else { p.phase };
+        if last.0 != stage || quarter > last.1 {
+            eprintln!(
+                "load: {} | {} MB | {} lines, {:.1} M lines/s | {:.1} s",
+                stage,
+                p.bytes / 1_000_000,
+                p.lines,
+                rate / 1e6,
+                secs
+            );
+            *last = (stage.to_string(), quarter);
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -3,18 +3,28 @@
 //!
 //! Nothing here touches a device; backends take a [`Csr`]/[`Csc`] pair and upload it.
 
+pub mod ingest;
+pub mod parquet;
 pub mod read;
 pub mod split;
 pub mod synth;
 
-use std::collections::HashMap;
-
-/// Dense id map: dense index `i` stands for the original id `names[i]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Dense id map: dense index `i` stands for the original id `names[i]`. Each name is stored
+/// once; the hash table holds (hash, index) pairs, so growing it never rehashes a string.
+#[derive(Debug, Clone, Default)]
 pub struct IdMap {
     names: Vec<String>,
-    index: HashMap<String, u32>,
+    index: hashbrown::HashTable<(u64, u32)>,
+    hasher: hashbrown::DefaultHashBuilder,
 }
+
+impl PartialEq for IdMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for IdMap {}
 
 impl IdMap {
     /// The map `0..n` onto the ids `"0".."n-1"` (synthetic data).
@@ -28,12 +38,47 @@ impl IdMap {
 
     /// Rebuilds a map from its names, in dense order.
     pub fn from_names(names: Vec<String>) -> Self {
-        let index = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i as u32))
-            .collect();
-        IdMap { names, index }
+        let mut m = IdMap {
+            names: Vec::with_capacity(names.len()),
+            ..Default::default()
+        };
+        m.index.reserve(names.len(), |e| e.0);
+        let mut dups = false;
+        for n in names {
+            let h = m.hash(&n);
+            if m.find(h, &n).is_some() {
+                dups = true;
+            } else {
+                m.index.insert_unique(h, (h, m.names.len() as u32), |e| e.0);
+            }
+            m.names.push(n);
+        }
+        debug_assert_eq!(dups, m.has_duplicates());
+        m
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(name)
+    }
+
+    fn find(&self, h: u64, name: &str) -> Option<u32> {
+        self.index
+            .find(h, |e| e.0 == h && self.names[e.1 as usize] == name)
+            .map(|e| e.1)
+    }
+
+    /// Appends names known to be new and distinct (hashed in parallel).
+    pub(crate) fn extend_new(&mut self, names: Vec<String>) {
+        use rayon::prelude::*;
+        let hashes: Vec<u64> = names.par_iter().map(|n| self.hash(n)).collect();
+        self.index.reserve(names.len(), |e| e.0);
+        for (n, h) in names.into_iter().zip(hashes) {
+            debug_assert!(self.find(h, &n).is_none(), "{n} is new");
+            self.index
+                .insert_unique(h, (h, self.names.len() as u32), |e| e.0);
+            self.names.push(n);
+        }
     }
 
     /// Whether a name appears twice (a map built by [`IdMap::from_names`] from bad input).
@@ -43,18 +88,19 @@ impl IdMap {
 
     /// The dense index of `name`, adding it when new.
     pub fn get_or_insert(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.index.get(name) {
+        let h = self.hash(name);
+        if let Some(i) = self.find(h, name) {
             return i;
         }
         let i = self.names.len() as u32;
         self.names.push(name.to_string());
-        self.index.insert(name.to_string(), i);
+        self.index.insert_unique(h, (h, i), |e| e.0);
         i
     }
 
     /// The dense index of `name`, if known.
     pub fn get(&self, name: &str) -> Option<u32> {
-        self.index.get(name).copied()
+        self.find(self.hash(name), name)
     }
 
     /// The original id of dense index `i`.
@@ -90,6 +136,15 @@ impl Ratings {
     /// Number of known entries.
     pub fn nnz(&self) -> usize {
         self.values.len()
+    }
+
+    /// No entries, room for `n`.
+    pub fn with_capacity(n: usize) -> Self {
+        Ratings {
+            users: Vec::with_capacity(n),
+            items: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+        }
     }
 
     /// Appends one entry.

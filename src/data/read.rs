@@ -8,7 +8,9 @@
 //!   first line is a header when none of its fields reads as a number; `data.header` forces it);
 //! - `tsv`: whitespace- or tab-separated `user item rating` triplets;
 //! - `mtx`: Matrix Market `coordinate real|integer general`, 1-based indices;
-//! - `auto`: chosen from the file name (`u.data`, `*.dat`, `*.csv`, `*.mtx`, else `tsv`).
+//! - `parquet`: Apache Parquet, the user, item and rating columns named by `data.columns`;
+//! - `auto`: chosen from the file name (`u.data`, `*.dat`, `*.csv`, `*.mtx`, `*.parquet`, else
+//!   `tsv`); a file that starts with Parquet's magic bytes is read as Parquet whatever its name.
 //!
 //! gzip and zstd files are decompressed on the fly (told by their magic bytes; `auto` looks at the
 //! name without `.gz`/`.zst`). A UTF-8 byte-order mark at the start of a file is dropped in every
@@ -18,7 +20,6 @@
 use super::{Dataset, IdMap, Ratings};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -33,6 +34,27 @@ pub enum Format {
     Csv,
     Tsv,
     Mtx,
+    /// Apache Parquet, columns named by `data.columns`.
+    Parquet,
+}
+
+/// Which Parquet columns hold the user id, the item id and the rating.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Columns {
+    pub user: String,
+    pub item: String,
+    pub rating: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            user: "user".into(),
+            item: "item".into(),
+            rating: "rating".into(),
+        }
+    }
 }
 
 /// What to do when a (user, item) pair appears twice.
@@ -70,6 +92,8 @@ impl Format {
             Format::Csv
         } else if name.ends_with(".mtx") {
             Format::Mtx
+        } else if name.ends_with(".parquet") || name.ends_with(".pq") {
+            Format::Parquet
         } else {
             Format::Tsv
         }
@@ -150,32 +174,77 @@ pub fn read_into_with(
     header: Option<bool>,
     ds: &mut Dataset,
 ) -> Result<Ratings> {
-    let reader = open_text(path)?;
-    read_from(reader, path, format.resolve(path), dups, header, ds)
+    let opts = ReadOptions {
+        format,
+        dups,
+        header,
+        ..Default::default()
+    };
+    read_into_opts(path, &opts, ds)
+}
+
+/// [`read_into_with`] with all its options.
+pub fn read_into_opts(path: &Path, opts: &ReadOptions, ds: &mut Dataset) -> Result<Ratings> {
+    let format = opts.format.resolve(path);
+    if format == Format::Parquet
+        || (opts.format == Format::Auto && super::parquet::is_parquet(path))
+    {
+        let default = Columns::default();
+        let columns = opts.columns.unwrap_or(&default);
+        return super::parquet::read_parquet(path, columns, opts.dups, ds);
+    }
+    let (reader, size) = open_text_sized(path)?;
+    read_from_with(reader, path, opts, size, ds)
 }
 
 /// Opens a text file for reading, decompressing gzip and zstd, which are told by their magic
 /// bytes (not by the name).
 pub fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    Ok(open_text_sized(path)?.0)
+}
+
+/// [`open_text`], with the text's size in bytes when the file is not compressed.
+pub fn open_text_sized(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().ok().map(|m| m.len());
     let mut raw = BufReader::with_capacity(1 << 20, file);
     let magic = raw.fill_buf().map_err(|e| Error::io(path, e))?;
     Ok(if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(raw),
-        ))
+        (
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::bufread::MultiGzDecoder::new(raw),
+            )),
+            None,
+        )
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let z = zstd::stream::read::Decoder::with_buffer(raw)
             .map_err(|e| Error::data(path, 0, format!("cannot start the zstd decoder: {e}")))?;
-        Box::new(BufReader::with_capacity(1 << 20, z))
+        (Box::new(BufReader::with_capacity(1 << 20, z)), None)
     } else {
-        Box::new(raw)
+        (Box::new(raw), size)
     })
 }
 
+/// How to read one rating file.
+#[derive(Clone, Copy, Default)]
+pub struct ReadOptions<'a> {
+    pub format: Format,
+    pub dups: DuplicatePolicy,
+    /// The header rule of [`read_into_with`].
+    pub header: Option<bool>,
+    /// Told how far the read has come, after every chunk.
+    pub progress: Option<&'a (dyn Fn(&super::ingest::Progress) + Sync)>,
+    /// Parquet column names (default [`Columns::default`]).
+    pub columns: Option<&'a Columns>,
+    /// Called with the number of entries parsed, while the duplicate check runs (delimited
+    /// formats; so work that needs only the count, such as drawing a random split, overlaps it).
+    pub alongside: Option<&'a (dyn Fn(usize) + Sync)>,
+}
+
 /// [`read_into_with`] from any reader; `path` names it in errors (and picks the format when
-/// `format` is `Auto`).
+/// `format` is `Auto`). Delimited formats go through the chunked parallel reader
+/// ([`super::ingest`]); Matrix Market files through [`read_from_serial`].
 pub fn read_from(
     reader: impl BufRead,
     path: &Path,
@@ -184,181 +253,199 @@ pub fn read_from(
     header: Option<bool>,
     ds: &mut Dataset,
 ) -> Result<Ratings> {
+    let opts = ReadOptions {
+        format,
+        dups,
+        header,
+        ..Default::default()
+    };
+    read_from_with(reader, path, &opts, None, ds)
+}
+
+/// [`read_from`] with its options, and the input's size in bytes where known (for progress and
+/// to size the arrays).
+pub fn read_from_with(
+    reader: impl BufRead,
+    path: &Path,
+    opts: &ReadOptions,
+    size: Option<u64>,
+    ds: &mut Dataset,
+) -> Result<Ratings> {
+    let format = opts.format.resolve(path);
+    if format == Format::Parquet {
+        return Err(Error::data(
+            path,
+            0,
+            "Parquet is read from a file (a stream cannot be)",
+        ));
+    }
+    if format == Format::Mtx {
+        return read_from_serial(reader, path, format, opts.dups, opts.header, ds);
+    }
+    let chunk = super::ingest::DEFAULT_CHUNK;
+    let opts = ReadOptions { format, ..*opts };
+    super::ingest::read_delimited(reader, path, &opts, size, chunk, ds)
+}
+
+/// The text of one line as the readers see it: trimmed, and on line 1 without byte-order marks.
+pub(crate) fn line_text(line: &str, first: bool) -> &str {
+    if first {
+        line.trim_start_matches('\u{feff}').trim()
+    } else {
+        line.trim()
+    }
+}
+
+/// What one line of a delimited file holds.
+pub(crate) enum Line<'a> {
+    /// A blank line.
+    Blank,
+    /// Line 1 read as a header and skipped (the note to give).
+    Header(String),
+    /// One rating.
+    Entry {
+        user: &'a str,
+        item: &'a str,
+        value: f32,
+    },
+}
+
+/// Parses the text of one line ([`line_text`]) of a delimited format (not `mtx`): the message of
+/// the first thing wrong, without the file and line.
+pub(crate) fn parse_line<'a>(
+    text: &'a str,
+    first: bool,
+    format: Format,
+    header: Option<bool>,
+    path: &Path,
+) -> std::result::Result<Line<'a>, String> {
+    if text.is_empty() {
+        return Ok(Line::Blank);
+    }
+    if first {
+        let is_header = header.unwrap_or_else(|| {
+            matches!(format, Format::Csv | Format::Tsv)
+                && text
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|f| !f.is_empty())
+                    .all(|f| f.trim().parse::<f64>().is_err())
+        });
+        if is_header {
+            return Ok(Line::Header(format!(
+                "{}: line 1 `{}` read as a header and skipped (set data.header to change this)",
+                path.display(),
+                quote(text)
+            )));
+        }
+    }
+    // Up to five fields are kept; more are only counted.
+    let mut fields = [""; 5];
+    let mut n = 0usize;
+    let mut keep = |f: &'a str| {
+        if n < fields.len() {
+            fields[n] = f;
+        }
+        n += 1;
+    };
+    match format {
+        Format::Movielens => text.split('\t').for_each(&mut keep),
+        Format::Dat => text.split("::").for_each(&mut keep),
+        Format::Csv => text.split(',').map(str::trim).for_each(&mut keep),
+        Format::Tsv | Format::Mtx | Format::Parquet | Format::Auto => {
+            text.split_whitespace().for_each(&mut keep)
+        }
+    }
+    let (expected, optional_extra) = match format {
+        Format::Movielens | Format::Dat => (4, 0),
+        Format::Csv => (3, 1),
+        _ => (3, 0),
+    };
+    if n < expected || n > expected + optional_extra {
+        let want = if optional_extra > 0 {
+            format!("{expected} or {}", expected + optional_extra)
+        } else {
+            expected.to_string()
+        };
+        return Err(format!(
+            "expected {want} columns (user, item, rating{}), found {n}",
+            if expected == 4 { ", timestamp" } else { "" },
+        ));
+    }
+    let value = parse_rating(fields[2])?;
+    if fields[0].is_empty() || fields[1].is_empty() {
+        return Err("empty user or item id".into());
+    }
+    Ok(Line::Entry {
+        user: fields[0],
+        item: fields[1],
+        value,
+    })
+}
+
+/// A rating value: a finite `f32`.
+pub(crate) fn parse_rating(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("rating `{}` is not finite ({v})", quote(s))),
+        Err(_) => Err(format!("rating `{}` is not a number", quote(s))),
+    }
+}
+
+/// The reference reader: one line at a time, one thread. Reads every format; `read_from` uses
+/// it for Matrix Market files, and the tests and fuzz targets hold the parallel reader to it.
+pub fn read_from_serial(
+    reader: impl BufRead,
+    path: &Path,
+    format: Format,
+    dups: DuplicatePolicy,
+    header: Option<bool>,
+    ds: &mut Dataset,
+) -> Result<Ratings> {
     let format = format.resolve(path);
-    let mut out = Ratings::default();
-    let mut seen: HashMap<(u32, u32), (usize, usize)> = HashMap::new(); // pair -> (line, position)
+    let mut raw = super::ingest::Raw::default();
     let mut mtx_header: Option<(usize, usize, usize)> = None;
     let mut any_line = false;
+    let mut failure: Option<Error> = None;
     for (k, line) in reader.lines().enumerate() {
         let line_no = k + 1;
-        let line =
-            line.map_err(|e| Error::data(path, line_no, format!("cannot read line: {e}")))?;
-        let text = if line_no == 1 {
-            line.trim_start_matches('\u{feff}').trim()
-        } else {
-            line.trim()
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                failure = Some(Error::data(path, line_no, format!("cannot read line: {e}")));
+                break;
+            }
         };
+        let text = line_text(&line, line_no == 1);
         any_line = true;
-        if text.is_empty() {
+        if format != Format::Mtx {
+            match parse_line(text, line_no == 1, format, header, path) {
+                Ok(Line::Blank) => raw.skip_line(),
+                Ok(Line::Header(note)) => {
+                    ds.notes.push(note);
+                    raw.skip_line();
+                }
+                Ok(Line::Entry { user, item, value }) => {
+                    let u = ds.users.get_or_insert(user);
+                    let i = ds.items.get_or_insert(item);
+                    raw.ratings.push(u, i, value);
+                }
+                Err(m) => {
+                    failure = Some(Error::data(path, line_no, m));
+                    break;
+                }
+            }
             continue;
         }
-        if line_no == 1 && format != Format::Mtx {
-            let is_header = header.unwrap_or_else(|| {
-                matches!(format, Format::Csv | Format::Tsv)
-                    && text
-                        .split(|c: char| c == ',' || c.is_whitespace())
-                        .filter(|f| !f.is_empty())
-                        .all(|f| f.trim().parse::<f64>().is_err())
-            });
-            if is_header {
-                ds.notes.push(format!(
-                    "{}: line 1 `{}` read as a header and skipped (set data.header to change this)",
-                    path.display(),
-                    quote(text)
-                ));
-                continue;
-            }
-        }
-        let fields: Vec<&str> = match format {
-            Format::Movielens => text.split('\t').collect(),
-            Format::Dat => text.split("::").collect(),
-            Format::Csv => text.split(',').map(str::trim).collect(),
-            Format::Tsv | Format::Mtx | Format::Auto => text.split_whitespace().collect(),
-        };
-        if format == Format::Mtx {
-            if text.starts_with('%') {
-                if line_no == 1 {
-                    check_mtx_banner(path, text)?;
-                }
-                continue;
-            }
-            if mtx_header.is_none() {
-                if line_no == 1 {
-                    return Err(Error::data(
-                        path,
-                        1,
-                        "expected the banner `%%MatrixMarket matrix coordinate real general`",
-                    ));
-                }
-                if fields.len() != 3 {
-                    return Err(Error::data(
-                        path,
-                        line_no,
-                        format!(
-                            "expected the size line `rows cols entries`, found {} fields",
-                            fields.len()
-                        ),
-                    ));
-                }
-                let parse = |s: &str, what: &str| {
-                    s.parse::<usize>().map_err(|_| {
-                        Error::data(
-                            path,
-                            line_no,
-                            format!("{what} `{}` is not a count", quote(s)),
-                        )
-                    })
-                };
-                mtx_header = Some((
-                    parse(fields[0], "rows")?,
-                    parse(fields[1], "columns")?,
-                    parse(fields[2], "entries")?,
-                ));
-                continue;
-            }
-        }
-        let (expected, optional_extra) = match format {
-            Format::Movielens | Format::Dat => (4, 0),
-            Format::Csv => (3, 1),
-            _ => (3, 0),
-        };
-        if fields.len() < expected || fields.len() > expected + optional_extra {
-            let want = if optional_extra > 0 {
-                format!("{expected} or {}", expected + optional_extra)
-            } else {
-                expected.to_string()
-            };
-            return Err(Error::data(
-                path,
-                line_no,
-                format!(
-                    "expected {want} columns (user, item, rating{}), found {}",
-                    if expected == 4 { ", timestamp" } else { "" },
-                    fields.len()
-                ),
-            ));
-        }
-        let value = match fields[2].parse::<f32>() {
-            Ok(v) if v.is_finite() => v,
-            Ok(v) => {
-                return Err(Error::data(
-                    path,
-                    line_no,
-                    format!("rating `{}` is not finite ({v})", quote(fields[2])),
-                ))
-            }
-            Err(_) => {
-                return Err(Error::data(
-                    path,
-                    line_no,
-                    format!("rating `{}` is not a number", quote(fields[2])),
-                ));
-            }
-        };
-        let (user, item) = if format == Format::Mtx {
-            let (rows, cols, _) = mtx_header.expect("set above");
-            let parse = |s: &str, n: usize, what: &str| -> Result<u32> {
-                match s.parse::<usize>() {
-                    Ok(i) if i >= 1 && i <= n => Ok((i - 1) as u32),
-                    _ => Err(Error::data(
-                        path,
-                        line_no,
-                        format!("{what} index `{}` is not in 1..={n}", quote(s)),
-                    )),
-                }
-            };
-            let u = parse(fields[0], rows, "row")?;
-            let i = parse(fields[1], cols, "column")?;
-            (
-                ds.users.get_or_insert(&(u + 1).to_string()),
-                ds.items.get_or_insert(&(i + 1).to_string()),
-            )
-        } else {
-            if fields[0].is_empty() || fields[1].is_empty() {
-                return Err(Error::data(path, line_no, "empty user or item id"));
-            }
-            (
-                ds.users.get_or_insert(fields[0]),
-                ds.items.get_or_insert(fields[1]),
-            )
-        };
-        match seen.entry((user, item)) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let (first_line, pos) = *e.get();
-                match dups {
-                    DuplicatePolicy::Error => {
-                        return Err(Error::data(
-                            path,
-                            line_no,
-                            format!(
-                            "duplicate pair (user {}, item {}), first seen on line {first_line} \
-                                 (set data.duplicates to \"keep_last\" to keep the later value)",
-                            quote(fields[0]), quote(fields[1])
-                        ),
-                        ))
-                    }
-                    DuplicatePolicy::KeepLast => {
-                        out.values[pos] = value;
-                        e.insert((line_no, pos));
-                    }
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert((line_no, out.nnz()));
-                out.push(user, item, value);
+        match mtx_line(text, line_no, &mut mtx_header, path, ds) {
+            Ok(Some((u, i, v))) => raw.ratings.push(u, i, v),
+            Ok(None) => raw.skip_line(),
+            Err(e) => {
+                failure = Some(e);
+                break;
             }
         }
     }
+    let out = raw.finish(path, dups, ds, failure)?;
     if !any_line || out.nnz() == 0 {
         return Err(Error::data(path, 0, "the file holds no ratings"));
     }
@@ -375,6 +462,89 @@ pub fn read_from(
         }
     }
     Ok(out)
+}
+
+/// One line of a Matrix Market file: an entry, or `None` for the banner, comments, blank lines
+/// and the size line (which it records).
+fn mtx_line(
+    text: &str,
+    line_no: usize,
+    mtx_header: &mut Option<(usize, usize, usize)>,
+    path: &Path,
+    ds: &mut Dataset,
+) -> Result<Option<(u32, u32, f32)>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if text.starts_with('%') {
+        if line_no == 1 {
+            check_mtx_banner(path, text)?;
+        }
+        return Ok(None);
+    }
+    let Some((rows, cols, _)) = *mtx_header else {
+        if line_no == 1 {
+            return Err(Error::data(
+                path,
+                1,
+                "expected the banner `%%MatrixMarket matrix coordinate real general`",
+            ));
+        }
+        if fields.len() != 3 {
+            return Err(Error::data(
+                path,
+                line_no,
+                format!(
+                    "expected the size line `rows cols entries`, found {} fields",
+                    fields.len()
+                ),
+            ));
+        }
+        let parse = |s: &str, what: &str| {
+            s.parse::<usize>().map_err(|_| {
+                Error::data(
+                    path,
+                    line_no,
+                    format!("{what} `{}` is not a count", quote(s)),
+                )
+            })
+        };
+        *mtx_header = Some((
+            parse(fields[0], "rows")?,
+            parse(fields[1], "columns")?,
+            parse(fields[2], "entries")?,
+        ));
+        return Ok(None);
+    };
+    if fields.len() != 3 {
+        return Err(Error::data(
+            path,
+            line_no,
+            format!(
+                "expected 3 columns (user, item, rating), found {}",
+                fields.len()
+            ),
+        ));
+    }
+    let value = parse_rating(fields[2]).map_err(|m| Error::data(path, line_no, m))?;
+    let parse = |s: &str, n: usize, what: &str| -> Result<u32> {
+        match s.parse::<usize>() {
+            Ok(i) if i >= 1 && i <= n => Ok((i - 1) as u32),
+            _ => Err(Error::data(
+                path,
+                line_no,
+                format!("{what} index `{}` is not in 1..={n}", quote(s)),
+            )),
+        }
+    };
+    let u = parse(fields[0], rows, "row")?;
+    let i = parse(fields[1], cols, "column")?;
+    Ok(Some((
+        ds.users.get_or_insert(&(u + 1).to_string()),
+        ds.items.get_or_insert(&(i + 1).to_string()),
+        value,
+    )))
 }
 
 fn check_mtx_banner(path: &Path, text: &str) -> Result<()> {

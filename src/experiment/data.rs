@@ -1,8 +1,10 @@
 //! Turns a [`DataConfig`] into train / validation / test entries with shared id maps.
 
+use super::cache;
 use crate::config::DataConfig;
-use crate::data::read::read_into_with;
-use crate::data::split::split;
+use crate::data::ingest::Progress;
+use crate::data::read::{read_into_opts, ReadOptions};
+use crate::data::split::{apply, apply3, held_random, random_held_count, split, SplitMode};
 use crate::data::synth::generate;
 use crate::data::{Dataset, IdMap, Ratings};
 use crate::error::Result;
@@ -80,10 +82,111 @@ pub fn fingerprints(cfg: &DataConfig) -> Result<Vec<crate::fs::Fingerprint>> {
         .collect()
 }
 
-/// Loads or generates the data and splits it.
+/// What a load may tell its caller: lines to say, and progress.
+#[derive(Clone, Copy)]
+pub struct LoadHooks<'a> {
+    pub say: &'a dyn Fn(&str),
+    pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+}
+
+impl LoadHooks<'_> {
+    /// Says nothing, shows nothing.
+    pub fn quiet() -> LoadHooks<'static> {
+        LoadHooks {
+            say: &|_| {},
+            progress: None,
+        }
+    }
+
+    fn phase(&self, phase: &'static str, lines: u64) {
+        if let Some(f) = self.progress {
+            f(&Progress {
+                phase,
+                bytes: 0,
+                total: None,
+                lines,
+            });
+        }
+    }
+}
+
+/// Loads or generates the data and splits it (through the prepared-data cache when the config
+/// names one), saying nothing.
 pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
+    prepare_with(cfg, &LoadHooks::quiet())
+}
+
+/// [`prepare`], telling `hooks`: with `data.cache` or `data.prepared`, a prepared file that
+/// matches the data files and settings is loaded; a missing, stale or unreadable one is rebuilt
+/// from the data (and said why) and written for next time.
+pub fn prepare_with(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
+    let Some(path) = cache::cache_path(cfg) else {
+        return build(cfg, hooks);
+    };
+    let say = hooks.say;
+    let t = std::time::Instant::now();
+    let key = cache::CacheKey::of(cfg)?;
+    hooks.phase("cache", 0);
+    match cache::read(&path, &key) {
+        Ok(cache::Cached::Fresh(p)) => {
+            say(&format!(
+                "sslf: read prepared data from {} ({} entries in {:.2} s)",
+                path.display(),
+                p.train.nnz() + p.valid.nnz() + p.test.nnz(),
+                t.elapsed().as_secs_f64()
+            ));
+            return Ok(*p);
+        }
+        Ok(cache::Cached::Stale(why)) => say(&format!(
+            "sslf: {} is stale ({why}); rebuilding it",
+            path.display()
+        )),
+        Ok(cache::Cached::Missing) => say(&format!(
+            "sslf: no prepared data at {} yet; it will be written",
+            path.display()
+        )),
+        Err(e) => say(&format!("sslf: {e}; rebuilding it")),
+    }
+    let p = build(cfg, hooks)?;
+    match cache::write(&path, &p, &key) {
+        Ok(()) => say(&format!("sslf: wrote prepared data to {}", path.display())),
+        Err(e) => say(&format!(
+            "sslf: cannot keep the prepared data ({e}); going on without it"
+        )),
+    }
+    Ok(p)
+}
+
+/// The test and validation masks of a random split of `n` entries, drawn at once.
+fn split_masks(cfg: &DataConfig, n: usize) -> (Vec<bool>, Option<Vec<bool>>) {
+    let n_train = n - random_held_count(n, cfg.test_fraction);
+    let vf = cfg.validation_fraction;
+    rayon::join(
+        || held_random(n, cfg.test_fraction, cfg.split_seed),
+        || (vf > 0.0).then(|| held_random(n_train, vf, cfg.split_seed.wrapping_add(1))),
+    )
+}
+
+/// Reads (or generates) the data and splits it, with no cache.
+pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
+    // A random split depends on the entry count alone: its masks are drawn while the reader
+    // checks for duplicates, and kept when the count is the one read.
+    let masks = std::sync::Mutex::new(None);
+    let draw = |n: usize| {
+        let m = split_masks(cfg, n);
+        *masks.lock().expect("no panic holds this lock") = Some((n, m));
+    };
+    let random_file_split = cfg.split == SplitMode::Random && cfg.path.is_some();
     let read = |p: &std::path::Path, ds: &mut Dataset| {
-        read_into_with(p, cfg.format, cfg.duplicates, cfg.header, ds)
+        let opts = ReadOptions {
+            format: cfg.format,
+            dups: cfg.duplicates,
+            header: cfg.header,
+            progress: hooks.progress,
+            columns: cfg.columns.as_ref(),
+            alongside: random_file_split.then_some(&draw as &(dyn Fn(usize) + Sync)),
+        };
+        read_into_opts(p, &opts, ds)
     };
     let (train_all, test, users, items, source, notes) = if let Some(train) = &cfg.train {
         let mut ds = Dataset::default();
@@ -113,6 +216,31 @@ pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
                 (generate(&s), src)
             }
         };
+        hooks.phase("split", ds.ratings.nnz() as u64);
+        if cfg.split == SplitMode::Random && cfg.test_fraction > 0.0 {
+            let n = ds.ratings.nnz();
+            let (held_test, held_valid) = match masks.lock().expect("no panic").take() {
+                Some((m, drawn)) if m == n => drawn,
+                _ => split_masks(cfg, n),
+            };
+            let (train, valid, test) = match held_valid {
+                Some(h) => apply3(&ds.ratings, &held_test, &h),
+                None => {
+                    let (train, test) = apply(&ds.ratings, &held_test);
+                    (train, Ratings::default(), test)
+                }
+            };
+            drop(ds.ratings);
+            return Ok(Prepared {
+                train,
+                valid,
+                test,
+                users: ds.users,
+                items: ds.items,
+                source: src,
+                notes: ds.notes,
+            });
+        }
         let (tr, te) = if cfg.test_fraction > 0.0 {
             split(&ds.ratings, cfg.test_fraction, cfg.split, cfg.split_seed)
         } else {
@@ -120,6 +248,7 @@ pub fn prepare(cfg: &DataConfig) -> Result<Prepared> {
         };
         (tr, te, ds.users, ds.items, src, ds.notes)
     };
+    hooks.phase("split", train_all.nnz() as u64);
     let (train, valid) = if cfg.validation_fraction > 0.0 {
         split(
             &train_all,

@@ -1,6 +1,7 @@
 //! One training run, end to end: data → device → solver loop with validation and early stopping →
 //! test metrics at the best-validation epoch → summary (and the model, when asked).
 
+pub mod cache;
 pub mod checkpoint;
 pub mod data;
 pub mod observe;

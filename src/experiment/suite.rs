@@ -15,7 +15,7 @@
 //! folder, renamed when the job has finished, so an interrupted experiment resumes by skipping the
 //! finished jobs and redoing the rest.
 
-use super::data::{prepare, Prepared};
+use super::data::Prepared;
 use super::observe::{JsonlWriter, Observers};
 use super::output::{write_atomic, RunDir};
 use super::report::{plots, select_by_valid, tables, JobResult};
@@ -364,7 +364,13 @@ pub fn run_cli(
         if fresh {
             let key = serde_json::to_string(&job.config.data).expect("json");
             if !data_cache.contains_key(&key) {
-                data_cache.insert(key.clone(), prepare(&job.config.data)?);
+                let say = |s: &str| bar.println(s);
+                let hooks = super::data::LoadHooks {
+                    say: &say,
+                    progress: None,
+                };
+                let p = super::data::prepare_with(&job.config.data, &hooks)?;
+                data_cache.insert(key.clone(), p);
             }
             run_job(job, &mut backends, &data_cache[&key])?;
         }
