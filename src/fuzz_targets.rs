@@ -4,7 +4,10 @@
 //! panic, hang or abort.
 
 use crate::config::TrainConfig;
-use crate::data::read::{read_from, read_pairs_from, DuplicatePolicy, Format};
+use crate::data::read::{
+    read_from, read_from_serial, read_from_with, read_pairs_from, DuplicatePolicy, Format,
+    ReadOptions,
+};
 use crate::data::split::{split, SplitMode};
 use crate::data::{Dataset, Matrix};
 use crate::experiment::checkpoint::Checkpoint;
@@ -32,7 +35,33 @@ pub fn ratings(data: &[u8]) {
         DuplicatePolicy::Error
     };
     let mut ds = Dataset::default();
-    if let Ok(r) = read_from(body, Path::new("fuzz.input"), format, dups, header, &mut ds) {
+    let path = Path::new("fuzz.input");
+    let parsed = read_from(body, path, format, dups, header, &mut ds);
+    // The parallel reader (small chunks, so every boundary is cut) is the serial one to the bit.
+    let mut serial_ds = Dataset::default();
+    let serial = read_from_serial(body, path, format, dups, header, &mut serial_ds);
+    let opts = ReadOptions {
+        format,
+        dups,
+        header,
+        chunk: 1 + body.len() / 7,
+        ..Default::default()
+    };
+    let mut small_ds = Dataset::default();
+    let small = read_from_with(body, path, &opts, None, &mut small_ds);
+    for (other, other_ds) in [(&parsed, &ds), (&small, &small_ds)] {
+        match (&serial, other) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a, b, "entries differ from the serial reader's");
+                assert_eq!(serial_ds.users, other_ds.users);
+                assert_eq!(serial_ds.items, other_ds.items);
+                assert_eq!(serial_ds.notes, other_ds.notes);
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("serial {a:?}, parallel {b:?}"),
+        }
+    }
+    if let Ok(r) = parsed {
         let m = Matrix::from_ratings(&r, ds.users.len(), ds.items.len());
         assert_eq!(m.nnz(), r.nnz());
         let (a, b) = split(&r, 0.3, SplitMode::PerUser, 1);

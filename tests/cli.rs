@@ -97,6 +97,47 @@ fn gen_then_train_on_the_file() {
 }
 
 #[test]
+fn prepare_then_train_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sslf(
+        dir.path(),
+        &[
+            "gen", "--out", "d.tsv", "--users", "300", "--items", "200", "--nnz", "6000",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::write(
+        dir.path().join("c.json"),
+        r#"{"data": {"path": "d.tsv", "cache": true}, "model": {"rank": 4},
+            "solver": {"name": "adam"}, "train": {"max_epochs": 3, "output": "o"}}"#,
+    )
+    .unwrap();
+    let o = sslf(dir.path(), &["prepare", "-c", "c.json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.starts_with("prepared 5889 entries in "), "{out}");
+    // Not a terminal: the progress is a few plain lines.
+    assert!(err.contains("load: parse |"), "{err}");
+    assert!(dir.path().join("d.tsv.prepared.safetensors").exists());
+    let o = sslf(dir.path(), &["train", "-c", "c.json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("read prepared data from"), "{err}");
+    // The data changed: said, rebuilt, and the run goes on.
+    let mut d = std::fs::read_to_string(dir.path().join("d.tsv")).unwrap();
+    d.push_str("extra-user\t0\t3\n");
+    std::fs::write(dir.path().join("d.tsv"), d).unwrap();
+    let o = sslf(dir.path(), &["train", "-c", "c.json", "--overwrite"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("is stale (the data changed"), "{err}");
+    // Synthetic data has nowhere to keep a cache unless told.
+    let o = sslf(dir.path(), &["prepare"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--out FILE"), "{:?}", text(&o));
+}
+
+#[test]
 fn bad_config_names_the_file_and_json_path_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.json"), r#"{"solver": {"cg_iter": 5}}"#).unwrap();

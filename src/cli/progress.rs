@@ -167,14 +167,17 @@ impl LoadBar {
         // Parsing and id mapping alternate chunk by chunk: one stage for plain lines.
         let stage = if p.phase == "ids" { "parse" } else { p.phase };
         if last.0 != stage || quarter > last.1 {
-            eprintln!(
-                "load: {} | {} MB | {} lines, {:.1} M lines/s | {:.1} s",
-                stage,
-                p.bytes / 1_000_000,
-                p.lines,
-                rate / 1e6,
-                secs
-            );
+            if stage == "parse" {
+                eprintln!(
+                    "load: parse | {} MB | {} lines, {:.1} M lines/s | {:.1} s",
+                    p.bytes / 1_000_000,
+                    p.lines,
+                    rate / 1e6,
+                    secs
+                );
+            } else {
+                eprintln!("load: {stage} | {} entries | {secs:.1} s", p.lines);
+            }
             *last = (stage.to_string(), quarter);
         }
     }

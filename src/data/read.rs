@@ -240,6 +240,9 @@ pub struct ReadOptions<'a> {
     /// Called with the number of entries parsed, while the duplicate check runs (delimited
     /// formats; so work that needs only the count, such as drawing a random split, overlaps it).
     pub alongside: Option<&'a (dyn Fn(usize) + Sync)>,
+    /// Bytes of text parsed at once by the parallel reader (0: 32 MiB). Tests make it small to
+    /// cut every line boundary.
+    pub chunk: usize,
 }
 
 /// [`read_into_with`] from any reader; `path` names it in errors (and picks the format when
@@ -282,7 +285,10 @@ pub fn read_from_with(
     if format == Format::Mtx {
         return read_from_serial(reader, path, format, opts.dups, opts.header, ds);
     }
-    let chunk = super::ingest::DEFAULT_CHUNK;
+    let chunk = match opts.chunk {
+        0 => super::ingest::DEFAULT_CHUNK,
+        c => c,
+    };
     let opts = ReadOptions { format, ..*opts };
     super::ingest::read_delimited(reader, path, &opts, size, chunk, ds)
 }

@@ -185,6 +185,7 @@ pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
             progress: hooks.progress,
             columns: cfg.columns.as_ref(),
             alongside: random_file_split.then_some(&draw as &(dyn Fn(usize) + Sync)),
+            chunk: 0,
         };
         read_into_opts(p, &opts, ds)
     };
