@@ -193,7 +193,9 @@ fn parallel_errors_name_the_exact_line_deep_in_the_file() {
     let last = text.lines().count();
     let first = text.lines().position(|l| l.starts_with("u3\t3\t")).unwrap() + 1;
     assert!(
-        e.starts_with(&format!("d.tsv:{last}: duplicate pair (user u3, item 3), first seen on line {first}")),
+        e.starts_with(&format!(
+            "d.tsv:{last}: duplicate pair (user u3, item 3), first seen on line {first}"
+        )),
         "{e}"
     );
 }
@@ -207,7 +209,12 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// `user item rating` rows with string users, integer items and fractional ratings.
 fn rows() -> Vec<(String, i64, f64)> {
     (0..3000)
-        .map(|k| ((format!("user{}", k % 211), (k * 7 % 509) as i64), (k % 9) as f64 * 0.5))
+        .map(|k| {
+            (
+                (format!("user{}", k % 211), (k * 7 % 509) as i64),
+                (k % 9) as f64 * 0.5,
+            )
+        })
         .collect::<std::collections::BTreeMap<_, _>>()
         .into_iter()
         .map(|((u, i), v)| (u, i, v))
@@ -241,7 +248,9 @@ fn write_parquet(path: &Path, rows: &[(String, i64, f64)], names: [&str; 3], nul
             .unwrap();
         c.close().unwrap();
         let mut c = g.next_column().unwrap().unwrap();
-        c.typed::<Int64Type>().write_batch(&items, None, None).unwrap();
+        c.typed::<Int64Type>()
+            .write_batch(&items, None, None)
+            .unwrap();
         c.close().unwrap();
         let mut c = g.next_column().unwrap().unwrap();
         if nulls {
@@ -322,7 +331,9 @@ fn every_format_gives_the_same_matrix() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("no column `user` for the user (set data.columns; the file has: uid, iid, stars)"),
+        e.contains(
+            "no column `user` for the user (set data.columns; the file has: uid, iid, stars)"
+        ),
         "{e}"
     );
     // A null rating names its row, counted across row groups.
@@ -331,7 +342,10 @@ fn every_format_gives_the_same_matrix() {
     let e = read_file(&nulls, Format::Auto, DuplicatePolicy::Error)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("nulls.parquet: row 3: column `rating` is null"), "{e}");
+    assert!(
+        e.contains("nulls.parquet: row 3: column `rating` is null"),
+        "{e}"
+    );
     // A duplicate in Parquet is named by rows.
     let mut dup = rows.clone();
     dup.push(dup[5].clone());
@@ -341,7 +355,8 @@ fn every_format_gives_the_same_matrix() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(&format!("row {}: duplicate pair", dup.len())) && e.contains("first seen on row 6"),
+        e.contains(&format!("row {}: duplicate pair", dup.len()))
+            && e.contains("first seen on row 6"),
         "{e}"
     );
 }
@@ -359,7 +374,11 @@ fn load(cfg: &DataConfig) -> (Prepared, Vec<String>) {
 }
 
 fn same(a: &Prepared, b: &Prepared) {
-    for (x, y) in [(&a.train, &b.train), (&a.valid, &b.valid), (&a.test, &b.test)] {
+    for (x, y) in [
+        (&a.train, &b.train),
+        (&a.valid, &b.valid),
+        (&a.test, &b.test),
+    ] {
         assert_eq!(bits(x), bits(y));
     }
     assert_eq!(a.users, b.users);
@@ -385,12 +404,21 @@ fn a_fresh_cache_is_used_and_a_stale_one_rebuilt_and_said() {
     let direct = build(&cfg, &LoadHooks::quiet()).unwrap();
     let (first, said) = load(&cfg);
     same(&first, &direct);
-    assert!(said.iter().any(|s| s.contains("no prepared data at")), "{said:?}");
-    assert!(said.iter().any(|s| s.contains("wrote prepared data")), "{said:?}");
+    assert!(
+        said.iter().any(|s| s.contains("no prepared data at")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().any(|s| s.contains("wrote prepared data")),
+        "{said:?}"
+    );
     assert!(cache.exists());
     let (second, said) = load(&cfg);
     same(&second, &direct);
-    assert!(said.iter().any(|s| s.contains("read prepared data from")), "{said:?}");
+    assert!(
+        said.iter().any(|s| s.contains("read prepared data from")),
+        "{said:?}"
+    );
     // The header note survives the cache.
     assert!(second.notes.iter().any(|n| n.contains("read as a header")));
 
@@ -401,7 +429,8 @@ fn a_fresh_cache_is_used_and_a_stale_one_rebuilt_and_said() {
     };
     let (third, said) = load(&reseeded);
     assert!(
-        said.iter().any(|s| s.contains("is stale (the data settings changed")),
+        said.iter()
+            .any(|s| s.contains("is stale (the data settings changed")),
         "{said:?}"
     );
     same(&third, &build(&reseeded, &LoadHooks::quiet()).unwrap());
@@ -412,7 +441,8 @@ fn a_fresh_cache_is_used_and_a_stale_one_rebuilt_and_said() {
     std::fs::write(&data, &changed).unwrap();
     let (fourth, said) = load(&reseeded);
     assert!(
-        said.iter().any(|s| s.contains("is stale (the data changed since it was written")),
+        said.iter()
+            .any(|s| s.contains("is stale (the data changed since it was written")),
         "{said:?}"
     );
     same(&fourth, &build(&reseeded, &LoadHooks::quiet()).unwrap());
@@ -426,7 +456,10 @@ fn a_fresh_cache_is_used_and_a_stale_one_rebuilt_and_said() {
     assert!(said.iter().any(|s| s.contains("rebuilding it")), "{said:?}");
     same(&fifth, &fourth);
     let (_, said) = load(&reseeded);
-    assert!(said.iter().any(|s| s.contains("read prepared data from")), "{said:?}");
+    assert!(
+        said.iter().any(|s| s.contains("read prepared data from")),
+        "{said:?}"
+    );
 
     // `data.prepared` names the file; the input is never written to.
     let elsewhere = DataConfig {

@@ -381,7 +381,8 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         None
     };
-    let data = load_data(&cfg.data, quiet)?;
+    let (data, load_bar) = load_data(&cfg.data, quiet)?;
+    load_bar.finish();
     say(&format!(
         "data: {} | {} users × {} items | train {} valid {} test {}",
         data.source,
@@ -411,7 +412,15 @@ fn train(a: TrainArgs) -> Result<()> {
         resume,
         data_files,
     });
-    let mut table = progress::TablePrinter::new(quiet);
+    // The CSR/CSC build and upload happen before the first epoch: shown as the load's last phase.
+    let load_bar = progress::LoadBar::new(quiet);
+    load_bar.show(&crate::data::ingest::Progress {
+        phase: "matrix",
+        bytes: 0,
+        total: None,
+        lines: data.train.nnz() as u64,
+    });
+    let mut table = progress::TablePrinter::new(quiet).after_load(load_bar);
     let mut obs = Observers(vec![&mut table, &mut jsonl]);
     let trained =
         with_backend!(&backend, b => experiment::train_with(b, &cfg, &data, &mut obs, ck))?;
@@ -479,7 +488,11 @@ pub fn print_summary(s: &Summary) {
 }
 
 /// Loads a config's data with a progress bar (through the prepared-data cache when set).
-pub fn load_data(cfg: &crate::config::DataConfig, quiet: bool) -> Result<Prepared> {
+/// The bar is left up: the caller shows the `matrix` phase on it and finishes it.
+pub fn load_data(
+    cfg: &crate::config::DataConfig,
+    quiet: bool,
+) -> Result<(Prepared, progress::LoadBar)> {
     let bar = progress::LoadBar::new(quiet);
     let show = |p: &crate::data::ingest::Progress| bar.show(p);
     let say = |s: &str| {
@@ -491,9 +504,13 @@ pub fn load_data(cfg: &crate::config::DataConfig, quiet: bool) -> Result<Prepare
         say: &say,
         progress: Some(&show),
     };
-    let data = prepare_with(cfg, &hooks);
-    bar.finish();
-    data
+    match prepare_with(cfg, &hooks) {
+        Ok(data) => Ok((data, bar)),
+        Err(e) => {
+            bar.finish();
+            Err(e)
+        }
+    }
 }
 
 fn prepare_cmd(a: PrepareArgs) -> Result<()> {

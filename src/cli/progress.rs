@@ -10,11 +10,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct TablePrinter {
     bar: Option<ProgressBar>,
     quiet: bool,
+    load: Option<LoadBar>,
 }
 
 impl TablePrinter {
     pub fn new(quiet: bool) -> Self {
-        TablePrinter { bar: None, quiet }
+        TablePrinter {
+            bar: None,
+            quiet,
+            load: None,
+        }
+    }
+
+    /// A load bar still up (its `matrix` phase), taken down when training starts.
+    pub fn after_load(mut self, bar: LoadBar) -> Self {
+        self.load = Some(bar);
+        self
     }
 
     fn line(&self, s: String) {
@@ -58,6 +69,9 @@ pub fn format_record(r: &EpochRecord) -> String {
 
 impl Observer for TablePrinter {
     fn start(&mut self, name: &str, max_epochs: usize) -> Result<()> {
+        if let Some(b) = self.load.take() {
+            b.finish();
+        }
         if !self.quiet {
             let bar = ProgressBar::new(max_epochs as u64);
             bar.set_style(
