@@ -155,21 +155,7 @@ impl Raw {
 /// pair. Entries are bucketed by user (a counting sort), then sorted by (item, position) within a
 /// user, so equal pairs sit side by side.
 fn duplicate_groups(r: &Ratings, n_users: usize) -> Vec<Vec<u32>> {
-    let n = r.nnz();
-    let mut ptr = vec![0usize; n_users + 1];
-    for &u in &r.users {
-        ptr[u as usize + 1] += 1;
-    }
-    for u in 0..n_users {
-        ptr[u + 1] += ptr[u];
-    }
-    let mut next = ptr.clone();
-    let mut order = vec![0u32; n];
-    for (k, &u) in r.users.iter().enumerate() {
-        order[next[u as usize]] = k as u32;
-        next[u as usize] += 1;
-    }
-    drop(next);
+    let (ptr, mut order) = super::positions_by_row(&r.users, n_users);
     let mut rows: Vec<&mut [u32]> = Vec::with_capacity(n_users);
     let mut rest: &mut [u32] = &mut order;
     for u in 0..n_users {
@@ -655,7 +641,8 @@ pub(crate) fn read_delimited(
     let chunk = chunk.max(1);
     let pieces_per_chunk = rayon::current_num_threads() * 4;
     let mut raw = Raw::default();
-    let mut buf: Vec<u8> = Vec::with_capacity(chunk + (64 << 10));
+    // Grown as the text comes (a small input never allocates a whole chunk).
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk.min(1 << 20));
     let mut eof = false;
     let mut lines = 0usize;
     let mut bytes = 0u64;

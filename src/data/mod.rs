@@ -124,6 +124,25 @@ impl IdMap {
     }
 }
 
+/// The entry positions grouped by row: `order[ptr[r]..ptr[r + 1]]` are the positions `k` with
+/// `rows[k] == r`, ascending (a stable counting sort). Positions are u32: callers check the count.
+pub fn positions_by_row(rows: &[u32], n_rows: usize) -> (Vec<usize>, Vec<u32>) {
+    let mut ptr = vec![0usize; n_rows + 1];
+    for &r in rows {
+        ptr[r as usize + 1] += 1;
+    }
+    for r in 0..n_rows {
+        ptr[r + 1] += ptr[r];
+    }
+    let mut next = ptr.clone();
+    let mut order = vec![0u32; rows.len()];
+    for (k, &r) in rows.iter().enumerate() {
+        order[next[r as usize]] = k as u32;
+        next[r as usize] += 1;
+    }
+    (ptr, order)
+}
+
 /// Known entries as COO triplets (dense `u32` ids, `f32` values).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ratings {

@@ -62,19 +62,7 @@ fn held_per_user(r: &Ratings, fraction: f64, seed: u64) -> Vec<bool> {
     // Each user's positions in file order (a stable counting sort), then shuffled user by user
     // in user order.
     let n_users = r.users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
-    let mut ptr = vec![0usize; n_users + 1];
-    for &u in &r.users {
-        ptr[u as usize + 1] += 1;
-    }
-    for u in 0..n_users {
-        ptr[u + 1] += ptr[u];
-    }
-    let mut next = ptr.clone();
-    let mut rows = vec![0u32; n];
-    for (k, &u) in r.users.iter().enumerate() {
-        rows[next[u as usize]] = k as u32;
-        next[u as usize] += 1;
-    }
+    let (ptr, mut rows) = super::positions_by_row(&r.users, n_users);
     for u in 0..n_users {
         let row = &mut rows[ptr[u]..ptr[u + 1]];
         if row.len() < 2 {
