@@ -634,6 +634,7 @@ pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
     let hooks = crate::experiment::data::LoadHooks {
         say,
         progress: None,
+        fingerprints: None,
     };
     let data = crate::experiment::data::prepare_with(&data_cfg, &hooks)?;
     let m = Matrix::from_ratings(&data.train, data.n_users(), data.n_items());

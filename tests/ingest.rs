@@ -368,6 +368,7 @@ fn load(cfg: &DataConfig) -> (Prepared, Vec<String>) {
     let hooks = LoadHooks {
         say: &say,
         progress: None,
+        fingerprints: None,
     };
     let p = prepare_with(cfg, &hooks).unwrap();
     (p, said.into_inner().unwrap())

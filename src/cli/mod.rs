@@ -381,7 +381,8 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         None
     };
-    let (data, load_bar) = load_data(&cfg.data, quiet)?;
+    let fingerprints = (!data_files.is_empty()).then_some(&data_files[..]);
+    let (data, load_bar) = load_data(&cfg.data, quiet, fingerprints)?;
     load_bar.finish();
     say(&format!(
         "data: {} | {} users × {} items | train {} valid {} test {}",
@@ -489,9 +490,11 @@ pub fn print_summary(s: &Summary) {
 
 /// Loads a config's data with a progress bar (through the prepared-data cache when set).
 /// The bar is left up: the caller shows the `matrix` phase on it and finishes it.
+/// `fingerprints`: the data files' fingerprints when already taken.
 pub fn load_data(
     cfg: &crate::config::DataConfig,
     quiet: bool,
+    fingerprints: Option<&[crate::fs::Fingerprint]>,
 ) -> Result<(Prepared, progress::LoadBar)> {
     let bar = progress::LoadBar::new(quiet);
     let show = |p: &crate::data::ingest::Progress| bar.show(p);
@@ -503,6 +506,7 @@ pub fn load_data(
     let hooks = LoadHooks {
         say: &say,
         progress: Some(&show),
+        fingerprints,
     };
     match prepare_with(cfg, &hooks) {
         Ok(data) => Ok((data, bar)),
@@ -540,6 +544,7 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
     let hooks = LoadHooks {
         say: &|_| {},
         progress: Some(&show),
+        fingerprints: None,
     };
     // The files are hashed for the header while they are parsed.
     let (key, data) = std::thread::scope(|s| {

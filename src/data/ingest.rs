@@ -38,8 +38,9 @@ pub(crate) struct Raw {
     pub ratings: Ratings,
     /// Entries are rows of a table (Parquet), not lines: messages say `row N`.
     pub rows: bool,
-    /// (entry index, lines skipped before that entry in all): a blank, comment or header line
-    /// moves every later entry's line number down by one.
+    /// (entry index, lines skipped before that entry in all): a line without an entry (blank, a
+    /// header, Matrix Market's banner, comments and size line) moves every later entry's line
+    /// number down by one.
     skips: Vec<(usize, usize)>,
 }
 
@@ -195,9 +196,7 @@ const STR: u64 = 1 << 63;
 /// in-order pass turns into the dense index.
 #[derive(Default)]
 struct Piece {
-    users: Vec<u32>,
-    items: Vec<u32>,
-    values: Vec<f32>,
+    entries: Ratings,
     fresh_users: Fresh,
     fresh_items: Fresh,
     /// (start, end) byte offsets within the piece of the tokens keyed `STR | index`.
@@ -216,9 +215,9 @@ struct Piece {
 impl Piece {
     /// Empties the piece, keeping its buffers.
     fn clear(&mut self) {
-        self.users.clear();
-        self.items.clear();
-        self.values.clear();
+        self.entries.users.clear();
+        self.entries.items.clear();
+        self.entries.values.clear();
         self.fresh_users.clear();
         self.fresh_items.clear();
         self.spans.clear();
@@ -230,25 +229,25 @@ impl Piece {
     }
 }
 
-/// The key of a token, or the span to look it up by.
-fn key(token: &str, base: *const u8, spans: &mut Vec<(u32, u32)>) -> u64 {
+/// A token that is a plain decimal integer (no sign, no leading zero, at most 18 digits): its
+/// value. Its decimal spelling is then the token itself.
+fn plain_int(token: &str) -> Option<u64> {
     let b = token.as_bytes();
-    if !b.is_empty() && b.len() <= 18 && (b[0] != b'0' || b.len() == 1) {
-        let mut v = 0u64;
-        let mut plain = true;
-        for &c in b {
-            if !c.is_ascii_digit() {
-                plain = false;
-                break;
-            }
-            v = v * 10 + (c - b'0') as u64;
-        }
-        if plain {
-            return v;
-        }
+    if b.is_empty() || b.len() > 18 || (b[0] == b'0' && b.len() > 1) {
+        return None;
+    }
+    b.iter().try_fold(0u64, |v, &c| {
+        c.is_ascii_digit().then(|| v * 10 + (c - b'0') as u64)
+    })
+}
+
+/// The key of a token: a plain integer as itself, otherwise `STR | n` with its span recorded.
+fn key(token: &str, base: *const u8, spans: &mut Vec<(u32, u32)>) -> u64 {
+    if let Some(v) = plain_int(token) {
+        return v;
     }
     let start = token.as_ptr() as usize - base as usize;
-    spans.push((start as u32, (start + b.len()) as u32));
+    spans.push((start as u32, (start + token.len()) as u32));
     STR | (spans.len() as u64 - 1)
 }
 
@@ -279,12 +278,7 @@ fn parse_piece(
         if let (false, Some(valid)) = (first, valid) {
             if let Some((user, item, value)) = ascii_fields(&valid[line_start..end], opts.format) {
                 if let Ok(value) = super::read::parse_rating(value) {
-                    let k = p.values.len() as u32;
-                    if pending_skips > 0 {
-                        p.skips.push((k, pending_skips));
-                        pending_skips = 0;
-                    }
-                    push_entry(p, user, item, value, base, uids, iids);
+                    push_entry(p, &mut pending_skips, user, item, value, base, (uids, iids));
                     continue;
                 }
             }
@@ -304,12 +298,7 @@ fn parse_piece(
         let t = line_text(line, first);
         match parse_line(t, first, opts.format, opts.header, path) {
             Ok(Line::Entry { user, item, value }) => {
-                let k = p.values.len() as u32;
-                if pending_skips > 0 {
-                    p.skips.push((k, pending_skips));
-                    pending_skips = 0;
-                }
-                push_entry(p, user, item, value, base, uids, iids);
+                push_entry(p, &mut pending_skips, user, item, value, base, (uids, iids))
             }
             Ok(Line::Blank) => pending_skips += 1,
             Ok(Line::Header(note)) => {
@@ -369,17 +358,21 @@ impl Fresh {
 /// Marks an index that is a piece's new-id number, not yet a dense index.
 const FRESH: u32 = 1 << 31;
 
-#[allow(clippy::too_many_arguments)]
+/// Adds one entry to the piece, after the lines without one that came before it.
 #[inline]
 fn push_entry(
     p: &mut Piece,
+    pending_skips: &mut u32,
     user: &str,
     item: &str,
     value: f32,
     base: *const u8,
-    uids: &Ids,
-    iids: &Ids,
+    (uids, iids): (&Ids, &Ids),
 ) {
+    if *pending_skips > 0 {
+        p.skips.push((p.entries.nnz() as u32, *pending_skips));
+        *pending_skips = 0;
+    }
     let ku = key(user, base, &mut p.spans);
     let mut u = uids.known(ku, user);
     if u == ABSENT {
@@ -390,9 +383,7 @@ fn push_entry(
     if i == ABSENT {
         i = p.fresh_items.local(ki, item);
     }
-    p.users.push(u);
-    p.items.push(i);
-    p.values.push(value);
+    p.entries.push(u, i, value);
 }
 
 /// Whitespace as `str::trim` and `split_whitespace` see it, within ASCII.
@@ -522,11 +513,10 @@ impl Ids {
             uncached: false,
         };
         for k in 0..ids.map.len() {
-            let mut spans = Vec::new();
-            let name = ids.map.name(k as u32);
-            let key = key(name, name.as_ptr(), &mut spans);
-            if key & STR == 0 && !ids.cache(key, k as u32) {
-                ids.uncached = true;
+            if let Some(v) = plain_int(ids.map.name(k as u32)) {
+                if !ids.cache(v, k as u32) {
+                    ids.uncached = true;
+                }
             }
         }
         ids
@@ -589,9 +579,8 @@ impl Ids {
 
     /// The index of a token, added when new.
     pub fn token(&mut self, token: &str) -> u32 {
-        let k = key(token, token.as_ptr(), &mut Vec::new());
-        if k & STR == 0 {
-            self.index(k, &[], &[])
+        if let Some(v) = plain_int(token) {
+            self.index(v, &[], &[])
         } else {
             self.flush();
             self.map.get_or_insert(token)
@@ -713,7 +702,7 @@ pub(crate) fn read_delimited(
             // Size the arrays from the first chunk's density of entries.
             sized = true;
             if let Some(total) = size {
-                let got: usize = pieces[..bounds.len()].iter().map(|p| p.values.len()).sum();
+                let got: usize = pieces[..bounds.len()].iter().map(|p| p.entries.nnz()).sum();
                 let est = (got as f64 * total as f64 / cut.max(1) as f64 * 1.01) as usize;
                 raw.ratings.users.reserve(est);
                 raw.ratings.items.reserve(est);
@@ -756,8 +745,8 @@ pub(crate) fn read_delimited(
         }
         pieces[..last].par_iter_mut().for_each(|p| {
             for (ids, fresh) in [
-                (&mut p.users, &p.fresh_users),
-                (&mut p.items, &p.fresh_items),
+                (&mut p.entries.users, &p.fresh_users),
+                (&mut p.entries.items, &p.fresh_items),
             ] {
                 if !fresh.keys.is_empty() {
                     for x in ids.iter_mut() {
@@ -774,16 +763,11 @@ pub(crate) fn read_delimited(
             }
             let mut prev = 0;
             for &(k, n) in &p.skips {
-                let k = k as usize;
-                raw.ratings.users.extend_from_slice(&p.users[prev..k]);
-                raw.ratings.items.extend_from_slice(&p.items[prev..k]);
-                raw.ratings.values.extend_from_slice(&p.values[prev..k]);
+                raw.ratings.extend_from(&p.entries, prev..k as usize);
                 raw.skip_lines(n as usize);
-                prev = k;
+                prev = k as usize;
             }
-            raw.ratings.users.extend_from_slice(&p.users[prev..]);
-            raw.ratings.items.extend_from_slice(&p.items[prev..]);
-            raw.ratings.values.extend_from_slice(&p.values[prev..]);
+            raw.ratings.extend_from(&p.entries, prev..p.entries.nnz());
             raw.skip_lines(p.trailing_skips);
             if let Some((line, msg)) = &p.error {
                 failure = Some(Error::data(path, lines + line, msg.clone()));

@@ -173,6 +173,13 @@ impl Ratings {
         self.values.push(value);
     }
 
+    /// Appends the entries of `other` in `range`.
+    pub fn extend_from(&mut self, other: &Ratings, range: std::ops::Range<usize>) {
+        self.users.extend_from_slice(&other.users[range.clone()]);
+        self.items.extend_from_slice(&other.items[range.clone()]);
+        self.values.extend_from_slice(&other.values[range]);
+    }
+
     /// The entries at the given positions, in that order.
     pub fn select(&self, idx: &[usize]) -> Ratings {
         Ratings {

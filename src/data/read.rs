@@ -174,13 +174,7 @@ pub fn read_into_with(
     header: Option<bool>,
     ds: &mut Dataset,
 ) -> Result<Ratings> {
-    let opts = ReadOptions {
-        format,
-        dups,
-        header,
-        ..Default::default()
-    };
-    read_into_opts(path, &opts, ds)
+    read_into_opts(path, &ReadOptions::new(format, dups, header), ds)
 }
 
 /// [`read_into_with`] with all its options.
@@ -245,6 +239,19 @@ pub struct ReadOptions<'a> {
     pub chunk: usize,
 }
 
+impl ReadOptions<'_> {
+    /// The options of [`read_into_with`]: format, duplicate policy and header rule; no progress,
+    /// default columns and chunk size.
+    pub fn new(format: Format, dups: DuplicatePolicy, header: Option<bool>) -> Self {
+        ReadOptions {
+            format,
+            dups,
+            header,
+            ..Default::default()
+        }
+    }
+}
+
 /// [`read_into_with`] from any reader; `path` names it in errors (and picks the format when
 /// `format` is `Auto`). Delimited formats go through the chunked parallel reader
 /// ([`super::ingest`]); Matrix Market files through [`read_from_serial`].
@@ -256,13 +263,13 @@ pub fn read_from(
     header: Option<bool>,
     ds: &mut Dataset,
 ) -> Result<Ratings> {
-    let opts = ReadOptions {
-        format,
-        dups,
-        header,
-        ..Default::default()
-    };
-    read_from_with(reader, path, &opts, None, ds)
+    read_from_with(
+        reader,
+        path,
+        &ReadOptions::new(format, dups, header),
+        None,
+        ds,
+    )
 }
 
 /// [`read_from`] with its options, and the input's size in bytes where known (for progress and

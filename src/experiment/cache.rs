@@ -29,10 +29,18 @@ pub struct CacheKey {
 impl CacheKey {
     /// The key of `cfg` now (hashes every data file).
     pub fn of(cfg: &DataConfig) -> Result<Self> {
-        Ok(CacheKey {
+        Ok(Self::with_fingerprints(
+            cfg,
+            super::data::fingerprints(cfg)?,
+        ))
+    }
+
+    /// The key of `cfg` with its data files' fingerprints already taken.
+    pub fn with_fingerprints(cfg: &DataConfig, fingerprints: Vec<Fingerprint>) -> Self {
+        CacheKey {
             settings: settings(cfg),
-            fingerprints: super::data::fingerprints(cfg)?,
-        })
+            fingerprints,
+        }
     }
 }
 
@@ -175,8 +183,50 @@ struct Entry {
     data_offsets: (u64, u64),
 }
 
+/// The tensors of an open safetensors file, by the header's table.
+struct Tensors<'p> {
+    f: std::fs::File,
+    entries: HashMap<String, Entry>,
+    /// Where the tensors' bytes start, and the file's length.
+    body: u64,
+    len: u64,
+    path: &'p Path,
+}
+
+impl Tensors<'_> {
+    /// Tensor `name`, which must be a `dtype` vector, read straight into its typed array.
+    fn read<T: bytemuck::Pod>(&mut self, name: &str, dtype: &str) -> Result<Vec<T>> {
+        let bad = |m: String| Error::Model {
+            file: self.path.to_path_buf(),
+            message: m,
+        };
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| bad(format!("no tensor {name}")))?;
+        let (a, b) = e.data_offsets;
+        let size = std::mem::size_of::<T>() as u64;
+        if e.dtype != dtype
+            || e.shape.len() != 1
+            || b < a
+            || self.body + b > self.len
+            || e.shape[0] as u64 * size != b - a
+        {
+            return Err(bad(format!(
+                "tensor {name} is not a {dtype} vector in the file"
+            )));
+        }
+        let mut out = vec![T::zeroed(); e.shape[0]];
+        self.f
+            .seek(SeekFrom::Start(self.body + a))
+            .and_then(|_| self.f.read_exact(bytemuck::cast_slice_mut(&mut out)))
+            .map_err(|e| Error::io(self.path, e))?;
+        Ok(out)
+    }
+}
+
 /// Reads the prepared data at `path` when it matches `key`. Each tensor is read straight into its
-/// typed array (no second copy of the file in memory).
+/// typed array (no copy of the file in memory).
 pub fn read(path: &Path, key: &CacheKey) -> Result<Cached> {
     let bad = |m: String| Error::Model {
         file: path.to_path_buf(),
@@ -237,30 +287,17 @@ pub fn read(path: &Path, key: &CacheKey) -> Result<Cached> {
                 .map_err(|e| bad(format!("tensor {k}: {e}")))
         })
         .collect::<Result<_>>()?;
-    let body = 8 + n;
-    let mut read_bytes = |name: &str, dtype: &str| -> Result<Vec<u8>> {
-        let e = entries
-            .get(name)
-            .ok_or_else(|| bad(format!("no tensor {name}")))?;
-        let (a, b) = e.data_offsets;
-        if e.dtype != dtype || e.shape.len() != 1 || b < a || body + b > len {
-            return Err(bad(format!(
-                "tensor {name} is not a {dtype} vector in the file"
-            )));
-        }
-        let mut out = vec![0u8; (b - a) as usize];
-        f.seek(SeekFrom::Start(body + a))
-            .and_then(|_| f.read_exact(&mut out))
-            .map_err(|e| Error::io(path, e))?;
-        Ok(out)
+    let mut t = Tensors {
+        f,
+        entries,
+        body: 8 + n,
+        len,
+        path,
     };
     let mut read_ratings = |part: &str| -> Result<Ratings> {
-        let users: Vec<u32> =
-            bytemuck::pod_collect_to_vec(&read_bytes(&format!("{part}.users"), "U32")?);
-        let items: Vec<u32> =
-            bytemuck::pod_collect_to_vec(&read_bytes(&format!("{part}.items"), "U32")?);
-        let values: Vec<f32> =
-            bytemuck::pod_collect_to_vec(&read_bytes(&format!("{part}.values"), "F32")?);
+        let users = t.read::<u32>(&format!("{part}.users"), "U32")?;
+        let items = t.read::<u32>(&format!("{part}.items"), "U32")?;
+        let values = t.read::<f32>(&format!("{part}.values"), "F32")?;
         if users.len() != items.len() || users.len() != values.len() {
             return Err(bad(format!("the {part} tensors differ in length")));
         }
@@ -274,9 +311,8 @@ pub fn read(path: &Path, key: &CacheKey) -> Result<Cached> {
     let valid = read_ratings("valid")?;
     let test = read_ratings("test")?;
     let mut read_map = |side: &str| -> Result<IdMap> {
-        let blob = read_bytes(&format!("{side}.names"), "U8")?;
-        let offsets: Vec<u64> =
-            bytemuck::pod_collect_to_vec(&read_bytes(&format!("{side}.offsets"), "U64")?);
+        let blob = t.read::<u8>(&format!("{side}.names"), "U8")?;
+        let offsets = t.read::<u64>(&format!("{side}.offsets"), "U64")?;
         let mut names = Vec::with_capacity(offsets.len().saturating_sub(1));
         for w in offsets.windows(2) {
             let (a, b) = (w[0] as usize, w[1] as usize);

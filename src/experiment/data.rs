@@ -87,6 +87,9 @@ pub fn fingerprints(cfg: &DataConfig) -> Result<Vec<crate::fs::Fingerprint>> {
 pub struct LoadHooks<'a> {
     pub say: &'a dyn Fn(&str),
     pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    /// The data files' fingerprints, when the caller has already taken them (so the files are
+    /// not hashed twice for the cache's staleness check).
+    pub fingerprints: Option<&'a [crate::fs::Fingerprint]>,
 }
 
 impl LoadHooks<'_> {
@@ -95,6 +98,7 @@ impl LoadHooks<'_> {
         LoadHooks {
             say: &|_| {},
             progress: None,
+            fingerprints: None,
         }
     }
 
@@ -125,7 +129,10 @@ pub fn prepare_with(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
     };
     let say = hooks.say;
     let t = std::time::Instant::now();
-    let key = cache::CacheKey::of(cfg)?;
+    let key = match hooks.fingerprints {
+        Some(f) => cache::CacheKey::with_fingerprints(cfg, f.to_vec()),
+        None => cache::CacheKey::of(cfg)?,
+    };
     hooks.phase("cache", 0);
     match cache::read(&path, &key) {
         Ok(cache::Cached::Fresh(p)) => {
@@ -176,7 +183,8 @@ pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
         let m = split_masks(cfg, n);
         *masks.lock().expect("no panic holds this lock") = Some((n, m));
     };
-    let random_file_split = cfg.split == SplitMode::Random && cfg.path.is_some();
+    let random_file_split =
+        cfg.split == SplitMode::Random && cfg.test_fraction > 0.0 && cfg.path.is_some();
     let read = |p: &std::path::Path, ds: &mut Dataset| {
         let opts = ReadOptions {
             format: cfg.format,

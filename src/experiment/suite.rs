@@ -368,6 +368,7 @@ pub fn run_cli(
                 let hooks = super::data::LoadHooks {
                     say: &say,
                     progress: None,
+                    fingerprints: None,
                 };
                 let p = super::data::prepare_with(&job.config.data, &hooks)?;
                 data_cache.insert(key.clone(), p);
