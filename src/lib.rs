@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod comm;
 pub mod config;
 pub mod data;
 pub mod error;

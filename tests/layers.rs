@@ -4,9 +4,10 @@
 use std::path::Path;
 
 /// Bottom to top.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "error",
     "fs",
+    "comm",
     "data",
     "model",
     "backend",

@@ -69,6 +69,13 @@ pub trait VectorOps {
     }
     fn download(&self, v: &Self::Vector) -> Result<Vec<f32>>;
     fn vec_len(&self, v: &Self::Vector) -> usize;
+    /// v[range] to the host (what a sharded run sums across processes). The default downloads
+    /// the whole vector.
+    fn read_range(&self, v: &Self::Vector, range: Range<usize>) -> Result<Vec<f32>> {
+        Ok(self.download(v)?[range].to_vec())
+    }
+    /// v[offset..offset + data.len()] ← data.
+    fn write_range(&self, v: &mut Self::Vector, offset: usize, data: &[f32]) -> Result<()>;
 
     /// dst ← src.
     fn copy(&self, src: &Self::Vector, dst: &mut Self::Vector) -> Result<()>;
@@ -114,6 +121,9 @@ pub trait VectorOps {
         hyper: AdamHyper,
     ) -> Result<()>;
 }
+
+/// Sums a preconditioner's item side (f32) and d partials (f64) across processes.
+pub type SumHook<'a> = &'a mut dyn FnMut(&mut [f32], &mut [f64]) -> Result<()>;
 
 /// Scalars of one Adam step (see [`VectorOps::adam_step`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,6 +196,29 @@ pub trait SparseOps: VectorOps {
         shift: Shift,
         pc: &mut Self::Precond,
     ) -> Result<()>;
+    /// [`SparseOps::precond_build`] for a run sharded by users across processes: the item side
+    /// (and UDV's d diagonal) is built from this process's entries only, so `sum` is handed the
+    /// unfactored item blocks (block_jacobi, one packed block per item) or diagonal (jacobi, the
+    /// item coordinates row by row) and the d partials, to sum them across processes, before
+    /// they are factored.
+    #[allow(clippy::too_many_arguments)]
+    fn precond_build_summed(
+        &self,
+        m: &Self::Matrix,
+        layout: &Layout,
+        theta: &Self::Vector,
+        reg: &Self::Vector,
+        shift: Shift,
+        pc: &mut Self::Precond,
+        sum: SumHook<'_>,
+    ) -> Result<()> {
+        let _ = (m, layout, theta, reg, shift, pc, sum);
+        Err(crate::error::Error::Unsupported(
+            "this backend cannot sum a preconditioner across processes; under mpirun set \
+             solver.preconditioner to \"none\", or train on the CPU backend"
+                .into(),
+        ))
+    }
     /// z ← M⁻¹ r, row by row on the device.
     fn precond_apply(
         &self,

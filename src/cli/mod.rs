@@ -4,6 +4,7 @@ pub mod progress;
 
 use crate::backend::any::{self, AnyBackend, BackendChoice};
 use crate::backend::gpu;
+use crate::comm::Comm;
 use crate::config::TrainConfig;
 use crate::data::read::{read_file, read_pairs, write_tsv, Format};
 use crate::data::synth::{generate, SynthConfig};
@@ -239,11 +240,23 @@ pub fn open_backend(cfg: &TrainConfig, say: &dyn Fn(&str)) -> Result<AnyBackend>
 
 /// Parses the arguments and runs the command.
 pub fn run(cli: Cli) -> Result<()> {
+    run_with(cli, &crate::comm::SINGLE)
+}
+
+/// [`run`] as one process of `comm` (under mpirun): `train` is sharded across the processes;
+/// the other commands run in one process only.
+pub fn run_with(cli: Cli, comm: &dyn Comm) -> Result<()> {
     if matches!(cli.command, Command::Train(_) | Command::Experiment(_)) {
         stop_on_ctrl_c();
     }
+    if !matches!(cli.command, Command::Train(_)) {
+        crate::comm::single_process_only(
+            comm,
+            "this command (only `sslf train` runs under mpirun)",
+        )?;
+    }
     match cli.command {
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(a, comm),
         Command::Gen(a) => gen(a),
         Command::Eval(a) => eval(a),
         Command::Devices => devices(),
@@ -308,9 +321,12 @@ fn parse_backend(s: &str) -> std::result::Result<BackendChoice, String> {
         .map_err(|_| format!("`{s}` is not a backend (cpu, gpu or auto)"))
 }
 
-fn train(a: TrainArgs) -> Result<()> {
+fn train(a: TrainArgs, comm: &dyn Comm) -> Result<()> {
     let cfg = load_config(&a)?;
-    let quiet = a.quiet;
+    // Rank 0 prints, keeps the folder's lock and writes the run's files; every rank writes its
+    // own checkpoint.
+    let root = comm.is_root();
+    let quiet = a.quiet || !root;
     let say = |s: &str| {
         if !quiet {
             eprintln!("{s}")
@@ -318,7 +334,7 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let dir = RunDir::create(cfg.output_dir())?;
     // Said even with --quiet: it is about another run.
-    let _lock = dir.lock(&|s| eprintln!("{s}"))?;
+    let _lock = root.then(|| dir.lock(&|s| eprintln!("{s}"))).transpose()?;
     let inputs = crate::experiment::data::data_files(&cfg.data);
     for out in [
         dir.summary_path(),
@@ -328,7 +344,7 @@ fn train(a: TrainArgs) -> Result<()> {
     ] {
         refuse_overwriting_input(&out, &inputs)?;
     }
-    let ck_path = dir.checkpoint_path();
+    let ck_path = crate::experiment::checkpoint::path_of_rank(&dir.checkpoint_path(), comm);
     let data_files = match cfg.train.checkpoint_secs {
         Some(_) => crate::experiment::data::fingerprints(&cfg.data)?,
         None => Vec::new(),
@@ -348,6 +364,7 @@ fn train(a: TrainArgs) -> Result<()> {
         let c = Checkpoint::load(&ck_path)?;
         c.check_config(&cfg, &ck_path)?;
         c.check_data(&data_files)?;
+        crate::experiment::checkpoint::check_same_epoch(comm, c.meta.epoch)?;
         say(&format!(
             "resuming after epoch {} from {}",
             c.meta.epoch,
@@ -355,7 +372,7 @@ fn train(a: TrainArgs) -> Result<()> {
         ));
         Some(c)
     } else {
-        let old = dir.results();
+        let old = if root { dir.results() } else { Vec::new() };
         if !old.is_empty() {
             if !a.overwrite {
                 let names: Vec<String> = old
@@ -381,9 +398,17 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         None
     };
+    // Every rank waits for rank 0's checks of the folder before it writes there.
+    comm.barrier()?;
     let fingerprints = (!data_files.is_empty()).then_some(&data_files[..]);
     let (data, load_bar) = load_data(&cfg.data, quiet, fingerprints)?;
     load_bar.finish();
+    let n = comm.size();
+    let users = if n > 1 {
+        crate::experiment::data::user_ranges(&data.train, data.n_users(), n)[comm.rank()].clone()
+    } else {
+        0..data.n_users()
+    };
     say(&format!(
         "data: {} | {} users × {} items | train {} valid {} test {}",
         data.source,
@@ -396,6 +421,15 @@ fn train(a: TrainArgs) -> Result<()> {
     for n in &data.notes {
         say(&format!("sslf: {n}"));
     }
+    let data = if n > 1 {
+        say(&format!(
+            "mpi: {n} processes; rank 0 trains users {}..{}",
+            users.start, users.end
+        ));
+        data.keep_users(users.clone())
+    } else {
+        data
+    };
     let backend = open_backend(&cfg, &say)?;
     let info = backend.info();
     say(&format!(
@@ -403,9 +437,10 @@ fn train(a: TrainArgs) -> Result<()> {
         cfg.model.kind, cfg.model.rank, cfg.solver.name, info.backend, info.name
     ));
     let curve = dir.metrics_path();
-    let mut jsonl = match &resume {
-        Some(c) => JsonlWriter::resume(&curve, c.meta.epoch)?,
-        None => JsonlWriter::create(&curve)?,
+    let mut jsonl = match (&resume, root) {
+        (_, false) => None,
+        (Some(c), true) => Some(JsonlWriter::resume(&curve, c.meta.epoch)?),
+        (None, true) => Some(JsonlWriter::create(&curve)?),
     };
     let ck = cfg.train.checkpoint_secs.map(|every_secs| Checkpointing {
         path: ck_path.clone(),
@@ -422,9 +457,16 @@ fn train(a: TrainArgs) -> Result<()> {
         lines: data.train.nnz() as u64,
     });
     let mut table = progress::TablePrinter::new(quiet).after_load(load_bar);
-    let mut obs = Observers(vec![&mut table, &mut jsonl]);
+    let mut obs = Observers(vec![&mut table]);
+    if let Some(j) = jsonl.as_mut() {
+        obs.0.push(j);
+    }
+    let part = experiment::Part { comm, users };
     let trained =
-        with_backend!(&backend, b => experiment::train_with(b, &cfg, &data, &mut obs, ck))?;
+        with_backend!(&backend, b => experiment::train_on(b, &part, &cfg, &data, &mut obs, ck))?;
+    if !root {
+        return Ok(());
+    }
     let s = &trained.summary;
     // The model before the summary: a summary marks a finished run, so it is written last.
     if cfg.train.save_model {

@@ -63,6 +63,35 @@ pub fn path_in(dir: &Path) -> PathBuf {
     dir.join("checkpoint.safetensors")
 }
 
+/// The checkpoint file of this process: `path` itself for one process or rank 0, and
+/// `checkpoint.rank{r}.safetensors` beside it for rank r > 0 of a run across processes (each
+/// rank keeps its own user rows; rank 0's file also holds the shared rows every rank has).
+pub fn path_of_rank(path: &Path, comm: &dyn crate::comm::Comm) -> PathBuf {
+    if comm.size() <= 1 || comm.rank() == 0 {
+        return path.to_path_buf();
+    }
+    path.with_file_name(format!("checkpoint.rank{}.safetensors", comm.rank()))
+}
+
+/// Refuses to resume from checkpoints of different epochs (a run killed between two ranks'
+/// writes).
+pub fn check_same_epoch(comm: &dyn crate::comm::Comm, epoch: usize) -> Result<()> {
+    let all = crate::comm::all_gather_u64(comm, &[epoch as u64])?;
+    if all.iter().any(|e| e[0] != epoch as u64) {
+        let list: Vec<String> = all
+            .iter()
+            .enumerate()
+            .map(|(r, e)| format!("rank {r}: epoch {}", e[0]))
+            .collect();
+        return Err(Error::Input(format!(
+            "the ranks' checkpoints are of different epochs ({}); the run was stopped while \
+             they were written, so it cannot be resumed: train again without --resume",
+            list.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     /// Writes the checkpoint aside, then renames it over `path`.
     pub fn save(&self, path: &Path) -> Result<()> {

@@ -65,6 +65,33 @@ impl Prepared {
     }
 }
 
+/// Users of the training part in contiguous id ranges, one per process of `parts`, balanced by
+/// their training entries.
+pub fn user_ranges(train: &Ratings, n_users: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let mut w = vec![0u64; n_users];
+    for &u in &train.users {
+        w[u as usize] += 1;
+    }
+    crate::comm::balanced_ranges(&w, parts)
+}
+
+impl Prepared {
+    /// The entries of `users` only, with the ids of the whole data (a process's share of a run
+    /// sharded by users).
+    pub fn keep_users(mut self, users: std::ops::Range<usize>) -> Prepared {
+        let keep = |r: &Ratings| -> Ratings {
+            let idx: Vec<usize> = (0..r.nnz())
+                .filter(|&k| users.contains(&(r.users[k] as usize)))
+                .collect();
+            r.select(&idx)
+        };
+        self.train = keep(&self.train);
+        self.valid = keep(&self.valid);
+        self.test = keep(&self.test);
+        self
+    }
+}
+
 /// The files `cfg` reads (none for synthetic data).
 pub fn data_files(cfg: &DataConfig) -> Vec<&std::path::Path> {
     [&cfg.path, &cfg.train, &cfg.test]

@@ -10,6 +10,7 @@ pub mod report;
 pub mod suite;
 
 use crate::backend::{Backend, DeviceInfo, EvalSums};
+use crate::comm::Comm;
 use crate::config::TrainConfig;
 use crate::data::{DataStats, Matrix};
 use crate::error::{Error, Result};
@@ -104,6 +105,12 @@ pub struct Summary {
     pub rank: usize,
     pub seed: u64,
     pub device: DeviceInfo,
+    /// Processes that trained the model (under mpirun; 1 otherwise).
+    #[serde(default = "one")]
+    pub processes: usize,
+    /// What each process ran on, in rank order (one entry per process).
+    #[serde(default)]
+    pub devices: Vec<DeviceInfo>,
     pub data_source: String,
     pub train_stats: DataStats,
     pub n_valid: usize,
@@ -130,6 +137,10 @@ pub struct Summary {
     /// With `train.refit`: the retraining on train + validation whose model `test` describes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refit: Option<RefitReport>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The refit run of `train.refit`.
@@ -226,14 +237,56 @@ pub fn train_with<B: Backend>(
     observer: &mut dyn Observer,
     ck: Option<Checkpointing>,
 ) -> Result<Trained> {
+    let part = Part::whole(data);
+    train_on(backend, &part, cfg, data, observer, ck)
+}
+
+/// Which users this process trains, and with which processes: `data` then holds the entries of
+/// `users` only (with the ids of the whole data), and every process of `comm` calls
+/// [`train_on`] with its own part.
+#[derive(Clone)]
+pub struct Part<'c> {
+    pub comm: &'c dyn Comm,
+    pub users: std::ops::Range<usize>,
+}
+
+impl Part<'static> {
+    /// The whole data in one process.
+    pub fn whole(data: &Prepared) -> Self {
+        Part {
+            comm: &crate::comm::SINGLE,
+            users: 0..data.n_users(),
+        }
+    }
+}
+
+impl Part<'_> {
+    fn sharded(&self) -> bool {
+        self.comm.size() > 1
+    }
+}
+
+/// [`train_with`] for this process's `part` of a run across processes (see [`Part`]). Every
+/// process returns the same [`Trained`]; rank 0 is the one to write it.
+pub fn train_on<B: Backend>(
+    backend: &B,
+    part: &Part,
+    cfg: &TrainConfig,
+    data: &Prepared,
+    observer: &mut dyn Observer,
+    ck: Option<Checkpointing>,
+) -> Result<Trained> {
+    if part.sharded() && cfg.solver.name == SolverKind::Sgd {
+        crate::comm::single_process_only(part.comm, "sgd (host-side and sequential)")?;
+    }
     if !cfg.train.refit {
-        return train_once(backend, cfg, data, observer, ck);
+        return train_once(backend, part, cfg, data, observer, ck);
     }
     let selection_data = Prepared {
         test: crate::data::Ratings::default(),
         ..data.clone()
     };
-    let sel = train_once(backend, cfg, &selection_data, observer, ck)?;
+    let sel = train_once(backend, part, cfg, &selection_data, observer, ck)?;
     if sel.summary.stop == Stop::Interrupted || sel.summary.stop == Stop::Diverged {
         return Ok(sel);
     }
@@ -252,7 +305,7 @@ pub fn train_with<B: Backend>(
         );
     }
     all.valid = crate::data::Ratings::default();
-    let refit = train_once(backend, &rc, &all, &mut Silent, None)?;
+    let refit = train_once(backend, part, &rc, &all, &mut Silent, None)?;
     let mut summary = sel.summary;
     summary.refit = Some(RefitReport {
         epochs: refit.summary.epochs,
@@ -299,8 +352,9 @@ struct Progress {
     stop: Stop,
 }
 
-fn train_once<B: Backend>(
-    backend: &B,
+fn train_once<'b, B: Backend>(
+    backend: &'b B,
+    part: &Part<'b>,
     cfg: &TrainConfig,
     data: &Prepared,
     observer: &mut dyn Observer,
@@ -308,35 +362,196 @@ fn train_once<B: Backend>(
 ) -> Result<Trained> {
     let mut run = build(
         backend,
+        part,
         cfg,
         data,
         ck.as_ref().and_then(|c| c.resume.as_ref()),
     )?;
     let progress = run_epochs(&mut run, cfg, observer, ck.as_ref())?;
-    finish(run, cfg, data, progress, observer)
+    finish(run, part, cfg, data, progress, observer)
+}
+
+/// What the processes of a sharded run agree on about the whole training data.
+struct Whole {
+    layout: Layout,
+    stats: DataStats,
+    item_counts: Vec<u32>,
+    /// Entry counts of the whole data's users (this process's own; 1 for the others, whose rows
+    /// are not kept).
+    user_counts: Vec<u32>,
+}
+
+impl Whole {
+    fn of(part: &Part, cfg: &TrainConfig, data: &Prepared, local: &Matrix) -> Result<Whole> {
+        let comm = part.comm;
+        let (n_users, n_items) = (data.n_users(), data.n_items());
+        let mut ci: Vec<f64> = local
+            .by_item
+            .row_counts()
+            .iter()
+            .map(|&c| c as f64)
+            .collect();
+        let sum: f64 = data.train.values.iter().map(|&v| v as f64).sum();
+        ci.push(sum);
+        comm.sum_f64(&mut ci)?;
+        let sum = ci.pop().expect("pushed above");
+        let item_counts: Vec<u32> = ci.iter().map(|&c| c as u32).collect();
+        let nnz: u64 = item_counts.iter().map(|&c| c as u64).sum();
+        let ls = DataStats::of(local);
+        let all = crate::comm::all_gather_f64(
+            comm,
+            &[ls.min as f64, ls.max as f64, ls.max_user_degree as f64],
+        )?;
+        let fold =
+            |k: usize, f: fn(f64, f64) -> f64, init: f64| all.iter().map(|v| v[k]).fold(init, f);
+        let mean = if nnz == 0 { 0.0 } else { sum / nnz as f64 };
+        let stats = DataStats {
+            n_users,
+            n_items,
+            nnz: nnz as usize,
+            density: nnz as f64 / (n_users as f64 * n_items as f64).max(1.0),
+            mean,
+            min: fold(0, f64::min, f64::INFINITY) as f32,
+            max: fold(1, f64::max, f64::NEG_INFINITY) as f32,
+            max_user_degree: fold(2, f64::max, 0.0) as usize,
+            max_item_degree: item_counts.iter().copied().max().unwrap_or(0) as usize,
+        };
+        let mut user_counts = vec![1u32; n_users];
+        user_counts[part.users.clone()].fill(0);
+        for &u in &data.train.users {
+            user_counts[u as usize] += 1;
+        }
+        Ok(Whole {
+            layout: cfg.model.layout(n_users, n_items, mean as f32),
+            stats,
+            item_counts,
+            user_counts,
+        })
+    }
+}
+
+/// `r` with its users renumbered from `lo` (this process's first user).
+fn local_users(r: &crate::data::Ratings, lo: usize) -> crate::data::Ratings {
+    let mut out = r.clone();
+    for u in out.users.iter_mut() {
+        *u -= lo as u32;
+    }
+    out
+}
+
+/// This process's slice of a whole-model θ: its users' rows and every shared row.
+fn local_theta(whole: &Layout, local: &Layout, lo: usize, theta: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; local.len()];
+    let f = whole.rank;
+    let n = local.n_users;
+    out[..n * f].copy_from_slice(&theta[lo * f..(lo + n) * f]);
+    for (w, l) in whole.shared_ranges().into_iter().zip(local.shared_ranges()) {
+        out[l].copy_from_slice(&theta[w]);
+    }
+    if local.has_biases() {
+        out[local.b_off()..local.b_off() + n]
+            .copy_from_slice(&theta[whole.b_off() + lo..whole.b_off() + lo + n]);
+    }
+    out
+}
+
+/// The whole-model θ from every process's slice (each process sends its user rows).
+fn gather_theta(
+    comm: &dyn Comm,
+    whole: &Layout,
+    local: &Layout,
+    lo: usize,
+    theta: &[f32],
+) -> Result<Vec<f32>> {
+    let f = whole.rank;
+    let n = local.n_users;
+    let mut mine: Vec<f32> = theta[..n * f].to_vec();
+    if local.has_biases() {
+        mine.extend_from_slice(&theta[local.b_off()..local.b_off() + n]);
+    }
+    let mut head = (lo as u64).to_le_bytes().to_vec();
+    head.extend((n as u64).to_le_bytes());
+    head.extend(bytemuck::cast_slice::<f32, u8>(&mine));
+    let mut out = vec![0f32; whole.len()];
+    for (w, l) in whole.shared_ranges().into_iter().zip(local.shared_ranges()) {
+        out[w].copy_from_slice(&theta[l]);
+    }
+    for bytes in comm.all_gather_bytes(&head)? {
+        let lo = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+        let vals: Vec<f32> = bytes[16..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        out[lo * f..(lo + n) * f].copy_from_slice(&vals[..n * f]);
+        if whole.has_biases() {
+            out[whole.b_off() + lo..whole.b_off() + lo + n].copy_from_slice(&vals[n * f..]);
+        }
+    }
+    Ok(out)
 }
 
 /// Uploads the data and the initial (or resumed) θ and makes the solver.
 fn build<'b, B: Backend>(
     backend: &'b B,
+    part: &Part<'b>,
     cfg: &TrainConfig,
     data: &Prepared,
     resume: Option<&Checkpoint>,
 ) -> Result<Run<'b, B>> {
     let start = Instant::now();
-    if data.train.nnz() == 0 {
+    let (n_users, n_items) = (data.n_users(), data.n_items());
+    let lo = part.users.start;
+    let shard = part
+        .sharded()
+        .then(|| {
+            let local =
+                Matrix::from_ratings(&local_users(&data.train, lo), part.users.len(), n_items);
+            Whole::of(part, cfg, data, &local).map(|w| (w, local))
+        })
+        .transpose()?;
+    let nnz = shard
+        .as_ref()
+        .map_or(data.train.nnz(), |(w, _)| w.stats.nnz);
+    if nnz == 0 {
         return Err(Error::Unsupported("the training set is empty".into()));
     }
-    let (n_users, n_items) = (data.n_users(), data.n_items());
-    let layout = cfg.model.layout(n_users, n_items, data.train.mean() as f32);
-    let matrix = Matrix::from_ratings(&data.train, n_users, n_items);
-    let stats = DataStats::of(&matrix);
-    let problem = Problem::from_model(backend, &matrix, &cfg.model, layout, cfg.solver.curvature)?;
-    let (cu, ci) = (matrix.by_user.row_counts(), matrix.by_item.row_counts());
+    let (layout, whole, matrix, stats, item_counts) = match shard {
+        None => {
+            let layout = cfg.model.layout(n_users, n_items, data.train.mean() as f32);
+            let matrix = Matrix::from_ratings(&data.train, n_users, n_items);
+            let stats = DataStats::of(&matrix);
+            let ci = matrix.by_item.row_counts();
+            (layout, None, matrix, stats, ci)
+        }
+        Some((w, local)) => {
+            let layout = Layout {
+                n_users: part.users.len(),
+                ..w.layout
+            };
+            let (stats, ci) = (w.stats.clone(), w.item_counts.clone());
+            (layout, Some(w), local, stats, ci)
+        }
+    };
+    let problem = Problem::from_model_counts(
+        backend,
+        &matrix,
+        &cfg.model,
+        layout,
+        cfg.solver.curvature,
+        &item_counts,
+    )?
+    .with_comm(part.comm)?;
+    let cu = matrix.by_user.row_counts();
     drop(matrix);
     let upload = |r: &crate::data::Ratings| {
+        let r = if lo > 0 {
+            local_users(r, lo)
+        } else {
+            r.clone()
+        };
         (r.nnz() > 0)
-            .then(|| backend.upload_entries(r, &layout))
+            .then(|| backend.upload_entries(&r, &layout))
             .transpose()
     };
     let (valid, test) = (upload(&data.valid)?, upload(&data.test)?);
@@ -352,7 +567,15 @@ fn build<'b, B: Backend>(
             (problem.upload(&r.theta)?, problem.upload(&r.best)?)
         }
         None => {
-            let theta0 = cfg.model.init(&layout, cfg.train.seed, &cu, &ci);
+            let theta0 = match &whole {
+                None => cfg.model.init(&layout, cfg.train.seed, &cu, &item_counts),
+                Some(w) => {
+                    let all =
+                        cfg.model
+                            .init(&w.layout, cfg.train.seed, &w.user_counts, &item_counts);
+                    local_theta(&w.layout, &layout, lo, &all)
+                }
+            };
             let mut theta = problem.upload(&theta0)?;
             problem.project(&mut theta)?;
             let mut best = problem.zeros()?;
@@ -360,7 +583,7 @@ fn build<'b, B: Backend>(
             (theta, best)
         }
     };
-    let mut solver = make_solver(cfg, &problem, data, &cu, &ci)?;
+    let mut solver = make_solver(cfg, &problem, data, &cu, &item_counts)?;
     if let Some(r) = resume {
         solver.load_state(&problem, &r.solver)?;
         problem.set_counters(r.meta.counters);
@@ -388,11 +611,11 @@ fn run_epochs<B: Backend>(
 ) -> Result<Progress> {
     let resume = ck.and_then(|c| c.resume.as_ref());
     let (problem, backend) = (&run.problem, run.problem.backend);
-    let (layout, clip, valid) = (problem.layout, run.clip, &run.valid);
+    let (clip, valid) = (run.clip, &run.valid);
     let eval_valid = |theta: &B::Vector| -> Result<Option<EvalSums>> {
         valid
             .as_ref()
-            .map(|v| backend.evaluate(v, &layout, theta, clip))
+            .map(|v| problem.evaluate(v, theta, clip))
             .transpose()
     };
     let mut last_saved = Instant::now();
@@ -485,11 +708,11 @@ fn run_epochs<B: Backend>(
         if ends.is_none() && max_rej > 0 && pr.best.epoch > 0 && pr.rejected_run >= max_rej {
             ends = Some(Stop::Converged);
         }
-        if ends.is_none() && stop_requested() {
+        if ends.is_none() && problem.any(stop_requested())? {
             ends = Some(Stop::Interrupted);
         }
         if let Some(c) = ck {
-            let due = last_saved.elapsed().as_secs_f64() >= c.every_secs;
+            let due = problem.any(last_saved.elapsed().as_secs_f64() >= c.every_secs)?;
             if due || ends.is_some() || epoch == cfg.train.max_epochs {
                 Checkpoint {
                     meta: CheckpointMeta {
@@ -521,19 +744,42 @@ fn run_epochs<B: Backend>(
 /// Test metrics and the rank report at the best epoch, the summary, and θ brought to the host.
 fn finish<B: Backend>(
     run: Run<'_, B>,
+    part: &Part,
     cfg: &TrainConfig,
     data: &Prepared,
     pr: Progress,
     observer: &mut dyn Observer,
 ) -> Result<Trained> {
-    let (backend, layout) = (run.problem.backend, run.problem.layout);
+    let (backend, local) = (run.problem.backend, run.problem.layout);
     let test_metrics = run
         .test
         .as_ref()
-        .map(|t| backend.evaluate(t, &layout, &run.best, run.clip))
+        .map(|t| run.problem.evaluate(t, &run.best, run.clip))
         .transpose()?
         .map(Metrics::from);
-    let theta_best = backend.download(&run.best)?;
+    let theta_local = backend.download(&run.best)?;
+    let (layout, theta_best, counts) = if part.sharded() {
+        let whole = Layout {
+            n_users: data.n_users(),
+            ..local
+        };
+        let theta = gather_theta(part.comm, &whole, &local, part.users.start, &theta_local)?;
+        let cold = cold_entries(part, data)? as f64;
+        let mut v = [data.valid.nnz() as f64, data.test.nnz() as f64, cold];
+        part.comm.sum_f64(&mut v)?;
+        (whole, theta, [v[0] as usize, v[1] as usize, v[2] as usize])
+    } else {
+        let c = [data.valid.nnz(), data.test.nnz(), data.cold_test_entries()];
+        (local, theta_local, c)
+    };
+    let devices = {
+        let info = serde_json::to_vec(&backend.info()).expect("serialisable");
+        part.comm
+            .all_gather_bytes(&info)?
+            .iter()
+            .map(|b| serde_json::from_slice(b).expect("sent by a rank"))
+            .collect()
+    };
     let f = layout.rank;
     let (a, b) = (
         &theta_best[layout.p_off()..layout.q_off()],
@@ -549,11 +795,13 @@ fn finish<B: Backend>(
         rank: f,
         seed: cfg.train.seed,
         device: backend.info(),
+        processes: part.comm.size(),
+        devices,
         data_source: data.source.clone(),
         train_stats: run.stats,
-        n_valid: data.valid.nnz(),
-        n_test: data.test.nnz(),
-        cold_test_entries: data.cold_test_entries(),
+        n_valid: counts[0],
+        n_test: counts[1],
+        cold_test_entries: counts[2],
         stop: pr.stop,
         epochs,
         best_epoch: pr.best.epoch,
@@ -575,4 +823,23 @@ fn finish<B: Backend>(
         theta: theta_best,
         clip: run.clip,
     })
+}
+
+/// This process's test entries whose user or item has no training entry anywhere (this process
+/// holds its users' whole rows; which items have entries is summed across processes).
+fn cold_entries(part: &Part, data: &Prepared) -> Result<usize> {
+    let mut has_item = vec![0f64; data.n_items()];
+    for &i in &data.train.items {
+        has_item[i as usize] = 1.0;
+    }
+    part.comm.sum_f64(&mut has_item)?;
+    let mut has_user = vec![false; data.n_users()];
+    for &u in &data.train.users {
+        has_user[u as usize] = true;
+    }
+    Ok((0..data.test.nnz())
+        .filter(|&k| {
+            !has_user[data.test.users[k] as usize] || has_item[data.test.items[k] as usize] == 0.0
+        })
+        .count())
 }

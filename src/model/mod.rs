@@ -84,6 +84,28 @@ impl Layout {
             ModelKind::Udv => f + self.rank,
         }
     }
+    /// The coordinates that belong to no user row (item rows, item biases, UDV's d): the parts
+    /// every process holds whole when the users are sharded across processes.
+    pub fn shared_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let q = self.q_off()..self.q_off() + self.n_items * self.rank;
+        match self.kind {
+            ModelKind::Lf if self.biases => {
+                vec![q, self.c_off()..self.c_off() + self.n_items]
+            }
+            ModelKind::Lf => vec![q],
+            ModelKind::Udv => std::iter::once(self.q_off()..self.len()).collect(),
+        }
+    }
+    /// The coordinates of user rows (factors, then biases): the parts a process holds only for
+    /// its own users.
+    pub fn user_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let p = self.p_off()..self.q_off();
+        if self.has_biases() {
+            vec![p, self.b_off()..self.c_off()]
+        } else {
+            vec![p]
+        }
+    }
     /// True for an empty model.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

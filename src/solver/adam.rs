@@ -61,7 +61,7 @@ impl<B: Backend> Solver<B> for Adam<B> {
     fn next_iter(&mut self, p: &Problem<B>, theta: &mut B::Vector) -> Result<IterReport> {
         let be = p.backend;
         let loss = p.gradient(theta, &mut self.g)?;
-        let gnorm = be.dot(&self.g, &self.g)?.sqrt();
+        let gnorm = p.dot(&self.g, &self.g)?.sqrt();
         let rho = self.cfg.rho_at(self.t as u64);
         self.t += 1;
         let mut step_g = &self.g;

@@ -54,6 +54,9 @@ pub struct CgLimits {
     pub stall: bool,
 }
 
+/// An inner product of two vectors.
+pub type Dot<'a, V> = dyn Fn(&V, &V) -> Result<f64> + 'a;
+
 /// Work vectors of CG, kept across solves.
 pub struct ConjugateGradient<B: Backend> {
     r: B::Vector,
@@ -80,6 +83,24 @@ impl<B: Backend> ConjugateGradient<B> {
         &mut self,
         backend: &B,
         apply: &mut Operator<'_, B::Vector>,
+        precond: Option<&mut Operator<'_, B::Vector>>,
+        b: &B::Vector,
+        x: &mut B::Vector,
+        warm: bool,
+        lim: CgLimits,
+    ) -> Result<CgOutcome> {
+        let dot = |x: &B::Vector, y: &B::Vector| backend.dot(x, y);
+        self.solve_with(backend, &dot, apply, precond, b, x, warm, lim)
+    }
+
+    /// [`ConjugateGradient::solve`] with the inner product given (a sharded problem's
+    /// [`crate::problem::Problem::dot`] sums across processes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn solve_with(
+        &mut self,
+        backend: &B,
+        dot: &Dot<'_, B::Vector>,
+        apply: &mut Operator<'_, B::Vector>,
         mut precond: Option<&mut Operator<'_, B::Vector>>,
         b: &B::Vector,
         x: &mut B::Vector,
@@ -94,13 +115,13 @@ impl<B: Backend> ConjugateGradient<B> {
         };
         // bᵀM⁻¹b fixes the tolerance; from x = 0 it is also the first rᵀz.
         precondition(b, &mut self.z)?;
-        let bz = backend.dot(b, &self.z)?;
+        let bz = dot(b, &self.z)?;
         let mut phi = 0.0;
         if warm {
             apply(x, &mut self.ap)?;
             backend.waxpy(-1.0, &self.ap, b, &mut self.r)?;
             // φ(x) = ½xᵀ(Ax) − xᵀb = −½xᵀ(b + r).
-            phi = -0.5 * (backend.dot(x, b)? + backend.dot(x, &self.r)?);
+            phi = -0.5 * (dot(x, b)? + dot(x, &self.r)?);
             if phi >= 0.0 || phi.is_nan() {
                 // The old direction is no better than 0 here: start from 0.
                 backend.fill(x, 0.0)?;
@@ -114,7 +135,7 @@ impl<B: Backend> ConjugateGradient<B> {
             backend.copy(b, &mut self.r)?;
         }
         let mut rz = if phi < 0.0 {
-            backend.dot(&self.r, &self.z)?
+            dot(&self.r, &self.z)?
         } else {
             bz
         };
@@ -129,7 +150,7 @@ impl<B: Backend> ConjugateGradient<B> {
                 break;
             }
             apply(&self.p, &mut self.ap)?;
-            let pap = backend.dot(&self.p, &self.ap)?;
+            let pap = dot(&self.p, &self.ap)?;
             if pap <= 0.0 || pap.is_nan() {
                 stop = CgStop::NegativeCurvature;
                 if iters == 0 && pap < 0.0 {
@@ -146,7 +167,7 @@ impl<B: Backend> ConjugateGradient<B> {
             history.push(phi);
             iters += 1;
             precondition(&self.r, &mut self.z)?;
-            let rz_new = backend.dot(&self.r, &self.z)?;
+            let rz_new = dot(&self.r, &self.z)?;
             let beta = rz_new / rz;
             rz = rz_new;
             if lim.stall {
@@ -166,8 +187,8 @@ impl<B: Backend> ConjugateGradient<B> {
             iters,
             stop,
             residual_norm: rz.max(0.0).sqrt(),
-            xb: backend.dot(x, b)?,
-            xr: backend.dot(x, &self.r)?,
+            xb: dot(x, b)?,
+            xr: dot(x, &self.r)?,
         })
     }
 }

@@ -42,7 +42,7 @@ impl<B: Backend> Solver<B> for Gd<B> {
     fn next_iter(&mut self, p: &Problem<B>, theta: &mut B::Vector) -> Result<IterReport> {
         let be = p.backend;
         let loss = p.gradient(theta, &mut self.g)?;
-        let gnorm = be.dot(&self.g, &self.g)?.sqrt();
+        let gnorm = p.dot(&self.g, &self.g)?.sqrt();
         if self.momentum > 0.0 {
             be.scale(self.momentum as f32, &mut self.vel)?;
             be.axpy(-self.lr as f32, &self.g, &mut self.vel)?;

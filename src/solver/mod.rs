@@ -255,7 +255,7 @@ pub fn sam_metric<B: Backend>(
         SamScale::Row => be.row_scale(&p.layout, g, rho as f32, out),
         SamScale::Adaptive => {
             be.abs_shift_sq(theta, ASAM_ETA, out)?;
-            let n = be.wdot(out, g, g)?.sqrt();
+            let n = p.wdot(out, g, g)?.sqrt();
             if n > 0.0 {
                 be.scale((rho / n) as f32, out)
             } else {

@@ -210,7 +210,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
             None => p.gradient(theta, &mut self.g)?,
         };
         self.cached = Some(loss);
-        let gnorm = be.dot(&self.g, &self.g)?.sqrt();
+        let gnorm = p.dot(&self.g, &self.g)?.sqrt();
         let tol = self.forcing(gnorm, fresh);
         let gamma = self.gamma;
         let rho = self.cfg.rho_at(self.epoch);
@@ -298,6 +298,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
         };
         let pre: Option<&mut super::cg::Operator<'_, B::Vector>> =
             if pc.is_some() { Some(&mut pre) } else { None };
+        let dot = |x: &B::Vector, y: &B::Vector| p.dot(x, y);
         let outcome = match sam {
             Some(SamMode::Curvature) => {
                 // A v = Bv + γv + B(P ⊙ Bv).
@@ -314,7 +315,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
                     be.axpy(1.0, bpgv, out)
                 };
                 self.cg
-                    .solve(be, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
+                    .solve_with(be, &dot, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
             }
             _ => {
                 let th: &B::Vector = if ascent { &self.work } else { &*theta };
@@ -323,7 +324,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
                     be.axpy(gamma as f32, v, out)
                 };
                 self.cg
-                    .solve(be, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
+                    .solve_with(be, &dot, &mut apply, pre, &self.b, &mut self.s, warm, lim)?
             }
         };
         self.have_step = true;
@@ -338,7 +339,7 @@ impl<B: Backend> Solver<B> for Slf<B> {
         let new_loss = p.gradient(&self.trial, &mut self.g_trial)?;
         // The objective judged: E, or the SAM objective at the trial (its own ε from its gradient).
         let (old_obj, new_obj) = if judge_sam {
-            let gn = be.dot(&self.g_trial, &self.g_trial)?.sqrt();
+            let gn = p.dot(&self.g_trial, &self.g_trial)?.sqrt();
             sam_metric(
                 p,
                 self.cfg.sam_scale,

@@ -93,6 +93,7 @@ impl CpuBackend {
         reg: &[f32],
         shift: Shift,
         users: bool,
+        factor: bool,
         pc: &mut CpuPrecond,
     ) -> Vec<f64> {
         let f = layout.rank;
@@ -167,13 +168,20 @@ impl CpuBackend {
                         }
                         row_reg(layout, reg, users, r, &mut dreg);
                         if kind == PrecondKind::BlockJacobi {
-                            factor_block(&mut gram, &dreg, shift, &mut work);
+                            if factor {
+                                factor_block(&mut gram, &dreg, shift, &mut work);
+                            }
                             let j = r - k * ROWS;
                             out[j * t..(j + 1) * t].copy_from_slice(&gram);
                         } else {
-                            let inv: Vec<f32> = (0..w)
-                                .map(|j| 1.0 / shifted_diag(gram[packed_at(j, j)], dreg[j], shift))
-                                .collect();
+                            let g = |j: usize| gram[packed_at(j, j)];
+                            let inv: Vec<f32> = if factor {
+                                (0..w)
+                                    .map(|j| 1.0 / shifted_diag(g(j), dreg[j], shift))
+                                    .collect()
+                            } else {
+                                (0..w).map(g).collect()
+                            };
                             diags.push((r, inv));
                         }
                     }
@@ -197,6 +205,10 @@ impl CpuBackend {
         dsum
     }
 
+    /// Builds and factors the preconditioner. With `sum`, the item side is built unfactored, and
+    /// `sum` is handed its blocks (block_jacobi) or diagonal (jacobi), with the d diagonal's
+    /// partials, before they are factored: a sharded run sums them across processes there.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn precond_build_host(
         &self,
         m: &Matrix,
@@ -205,12 +217,17 @@ impl CpuBackend {
         reg: &[f32],
         shift: Shift,
         pc: &mut CpuPrecond,
-    ) {
+        sum: Option<crate::backend::SumHook<'_>>,
+    ) -> crate::error::Result<()> {
         if pc.kind == PrecondKind::None {
-            return;
+            return Ok(());
         }
-        let dsum = self.precond_side(layout, &m.by_user, theta, reg, shift, true, pc);
-        self.precond_side(layout, &m.by_item, theta, reg, shift, false, pc);
+        let mut dsum = self.precond_side(layout, &m.by_user, theta, reg, shift, true, true, pc);
+        let factor = sum.is_none();
+        self.precond_side(layout, &m.by_item, theta, reg, shift, false, factor, pc);
+        if let Some(sum) = sum {
+            self.sum_item_side(layout, reg, shift, pc, &mut dsum, sum)?;
+        }
         if has_d(layout) {
             let off = layout.d_off();
             let at = if pc.kind == PrecondKind::Jacobi {
@@ -220,6 +237,67 @@ impl CpuBackend {
             };
             for k in 0..layout.rank {
                 pc.inv[at + k] = 1.0 / shifted_diag(dsum[k] as f32, reg[off + k], shift);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the unfactored item side and the d partials to `sum`, then factors the item side.
+    fn sum_item_side(
+        &self,
+        layout: &Layout,
+        reg: &[f32],
+        shift: Shift,
+        pc: &mut CpuPrecond,
+        dsum: &mut [f64],
+        sum: crate::backend::SumHook<'_>,
+    ) -> crate::error::Result<()> {
+        let f = layout.rank;
+        let w = pc.width;
+        let t = packed_len(w);
+        match pc.kind {
+            PrecondKind::None => Ok(()),
+            PrecondKind::BlockJacobi => {
+                sum(&mut pc.items, dsum)?;
+                let items = &mut pc.items;
+                self.install(|| {
+                    items
+                        .par_chunks_mut(ROWS * t)
+                        .enumerate()
+                        .for_each(|(k, chunk)| {
+                            let mut dreg = vec![0f32; w];
+                            let mut work = vec![0f32; t];
+                            for (j, block) in chunk.chunks_mut(t).enumerate() {
+                                row_reg(layout, reg, false, k * ROWS + j, &mut dreg);
+                                factor_block(block, &dreg, shift, &mut work);
+                            }
+                        })
+                });
+                Ok(())
+            }
+            PrecondKind::Jacobi => {
+                // The item coordinates, row by row, as one buffer.
+                let mut diag = vec![0f32; layout.n_items * w];
+                for (i, d) in diag.chunks_mut(w).enumerate() {
+                    let (fo, bo) = row_coords(layout, false, i);
+                    d[..f].copy_from_slice(&pc.inv[fo..fo + f]);
+                    if let Some(b) = bo {
+                        d[f] = pc.inv[b];
+                    }
+                }
+                sum(&mut diag, dsum)?;
+                let mut dreg = vec![0f32; w];
+                for (i, d) in diag.chunks(w).enumerate() {
+                    row_reg(layout, reg, false, i, &mut dreg);
+                    let (fo, bo) = row_coords(layout, false, i);
+                    for j in 0..f {
+                        pc.inv[fo + j] = 1.0 / shifted_diag(d[j], dreg[j], shift);
+                    }
+                    if let Some(b) = bo {
+                        pc.inv[b] = 1.0 / shifted_diag(d[f], dreg[f], shift);
+                    }
+                }
+                Ok(())
             }
         }
     }

@@ -536,8 +536,20 @@ impl SparseOps for CpuBackend {
         shift: Shift,
         pc: &mut super::CpuPrecond,
     ) -> Result<()> {
-        self.precond_build_host(m, layout, theta, reg, shift, pc);
-        Ok(())
+        self.precond_build_host(m, layout, theta, reg, shift, pc, None)
+    }
+
+    fn precond_build_summed(
+        &self,
+        m: &Matrix,
+        layout: &Layout,
+        theta: &Vec<f32>,
+        reg: &Vec<f32>,
+        shift: Shift,
+        pc: &mut super::CpuPrecond,
+        sum: crate::backend::SumHook<'_>,
+    ) -> Result<()> {
+        self.precond_build_host(m, layout, theta, reg, shift, pc, Some(sum))
     }
 
     fn precond_apply(

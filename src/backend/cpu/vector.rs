@@ -31,6 +31,15 @@ impl VectorOps for CpuBackend {
     fn download(&self, v: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(v.clone())
     }
+    fn read_range(&self, v: &Vec<f32>, range: Range<usize>) -> Result<Vec<f32>> {
+        Ok(v[range].to_vec())
+    }
+
+    fn write_range(&self, v: &mut Vec<f32>, offset: usize, data: &[f32]) -> Result<()> {
+        v[offset..offset + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
     fn vec_len(&self, v: &Vec<f32>) -> usize {
         v.len()
     }

@@ -172,6 +172,15 @@ impl VectorOps for GpuBackend {
         Ok(out)
     }
 
+    fn write_range(&self, v: &mut GpuVector, offset: usize, data: &[f32]) -> Result<()> {
+        // Through the host: a sharded run's item-side sums (no GPU here to tune a partial
+        // upload against).
+        let mut host = self.download(v)?;
+        host[offset..offset + data.len()].copy_from_slice(data);
+        *v = self.new_vector(v.blocking.clone(), Some(&host))?;
+        Ok(())
+    }
+
     fn vec_len(&self, v: &GpuVector) -> usize {
         v.blocking.len
     }
