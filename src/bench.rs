@@ -562,7 +562,7 @@ pub fn bench_load(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>
     }
     let mut bytes = 0u64;
     for f in data_files(&data_cfg) {
-        bytes += std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
+        bytes += std::fs::metadata(&f).map_err(|e| Error::io(&f, e))?.len();
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)

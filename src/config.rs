@@ -28,6 +28,11 @@ pub struct DataConfig {
     pub train: Option<PathBuf>,
     /// A test file read with the training file's id maps.
     pub test: Option<PathBuf>,
+    /// Rating files split by user (`sslf shard` writes them), as a pattern with `{rank}`:
+    /// `part-{rank}.tsv` names part-0.tsv, part-1.tsv, … (as many as exist). Under mpirun each
+    /// process reads its own part only; one process reads them all, in order. Split like `path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<PathBuf>,
     pub format: Format,
     pub duplicates: DuplicatePolicy,
     /// Whether the first line of a CSV or TSV file is a header: `true` skips it, `false` reads it
@@ -62,6 +67,7 @@ impl Default for DataConfig {
             path: None,
             train: None,
             test: None,
+            shards: None,
             format: Format::Auto,
             duplicates: DuplicatePolicy::Error,
             header: None,
@@ -280,14 +286,40 @@ impl TrainConfig {
     /// Checks every range and combination; errors name the JSON path.
     pub fn validate(&self, file: &str) -> Result<()> {
         let d = &self.data;
-        let n_sources =
-            d.synthetic.is_some() as u8 + d.path.is_some() as u8 + d.train.is_some() as u8;
+        let n_sources = d.synthetic.is_some() as u8
+            + d.path.is_some() as u8
+            + d.train.is_some() as u8
+            + d.shards.is_some() as u8;
         if n_sources > 1 {
             return Err(config_err(
                 file,
                 "data",
-                "give one source: `synthetic`, `path`, or `train` (with `test`)",
+                "give one source: `synthetic`, `path`, `train` (with `test`), or `shards`",
             ));
+        }
+        if let Some(s) = &d.shards {
+            if !s.to_string_lossy().contains("{rank}") {
+                return Err(config_err(
+                    file,
+                    "data.shards",
+                    "must hold `{rank}` where the part number goes (e.g. `parts/part-{rank}.tsv`)",
+                ));
+            }
+            if d.split != crate::data::split::SplitMode::Random {
+                return Err(config_err(
+                    file,
+                    "data.split",
+                    "sharded data is split at random (`random`): a per-user split would need \
+                     every part's users at once",
+                ));
+            }
+            if d.cache || d.prepared.is_some() {
+                return Err(config_err(
+                    file,
+                    "data.cache",
+                    "sharded data is read part by part; it has no prepared-data cache",
+                ));
+            }
         }
         if d.test.is_some() && d.train.is_none() {
             return Err(config_err(

@@ -10,7 +10,7 @@ use crate::data::read::{read_file, read_pairs, write_tsv, Format};
 use crate::data::synth::{generate, SynthConfig};
 use crate::error::{Error, Result};
 use crate::experiment::checkpoint::Checkpoint;
-use crate::experiment::data::{prepare_with, LoadHooks, Prepared};
+use crate::experiment::data::{LoadHooks, Prepared};
 use crate::experiment::observe::{JsonlWriter, Observers};
 use crate::experiment::output::{write_atomic, RunDir};
 use crate::experiment::{self, Checkpointing, Summary};
@@ -51,6 +51,28 @@ pub enum Command {
     /// Read, check and split a config's data once, into a safetensors file that `train`,
     /// `experiment` and `bench` load in well under a second (`data.cache` / `data.prepared`).
     Prepare(PrepareArgs),
+    /// Split a config's ratings by user into `part-{rank}.tsv` files, for `data.shards` under
+    /// mpirun (balanced by entry count).
+    Shard(ShardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// Training config whose data (`data.path`, or synthetic) is split.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// How many parts (one per process).
+    #[arg(long)]
+    pub parts: usize,
+    /// Folder to write `part-0.tsv` … into (it must not hold parts already).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Override config values: `--set data.path=ratings.tsv`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// No progress.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +287,7 @@ pub fn run_with(cli: Cli, comm: &dyn Comm) -> Result<()> {
         Command::Recommend(a) => recommend(a),
         Command::FoldIn(a) => fold_in(a),
         Command::Prepare(a) => prepare_cmd(a),
+        Command::Shard(a) => shard_cmd(a),
         Command::Experiment(a) => {
             crate::experiment::suite::run_cli(&a.config, a.output.as_deref(), a.backend, a.quiet)
         }
@@ -342,11 +365,13 @@ fn train(a: TrainArgs, comm: &dyn Comm) -> Result<()> {
         dir.metrics_path(),
         dir.checkpoint_path(),
     ] {
-        refuse_overwriting_input(&out, &inputs)?;
+        refuse_overwriting_input(&out, &inputs.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
     }
     let ck_path = crate::experiment::checkpoint::path_of_rank(&dir.checkpoint_path(), comm);
     let data_files = match cfg.train.checkpoint_secs {
-        Some(_) => crate::experiment::data::fingerprints(&cfg.data)?,
+        Some(_) => crate::experiment::data::fingerprints_of(
+            &crate::experiment::data::data_files_of_rank(&cfg.data, comm.rank(), comm.size()),
+        )?,
         None => Vec::new(),
     };
     let resume = if a.resume {
@@ -401,35 +426,30 @@ fn train(a: TrainArgs, comm: &dyn Comm) -> Result<()> {
     // Every rank waits for rank 0's checks of the folder before it writes there.
     comm.barrier()?;
     let fingerprints = (!data_files.is_empty()).then_some(&data_files[..]);
-    let (data, load_bar) = load_data(&cfg.data, quiet, fingerprints)?;
+    let (data, users, load_bar) = load_part(&cfg.data, quiet, fingerprints, comm)?;
     load_bar.finish();
     let n = comm.size();
-    let users = if n > 1 {
-        crate::experiment::data::user_ranges(&data.train, data.n_users(), n)[comm.rank()].clone()
-    } else {
-        0..data.n_users()
-    };
     say(&format!(
-        "data: {} | {} users × {} items | train {} valid {} test {}",
+        "data: {} | {} users × {} items | train {} valid {} test {}{}",
         data.source,
         data.n_users(),
         data.n_items(),
         data.train.nnz(),
         data.valid.nnz(),
-        data.test.nnz()
+        data.test.nnz(),
+        if n > 1 { " (rank 0's users)" } else { "" }
     ));
     for n in &data.notes {
         say(&format!("sslf: {n}"));
     }
-    let data = if n > 1 {
+    if n > 1 {
         say(&format!(
-            "mpi: {n} processes; rank 0 trains users {}..{}",
-            users.start, users.end
+            "mpi: {n} processes; rank 0 trains users {}..{} of {}",
+            users.start,
+            users.end,
+            data.n_users()
         ));
-        data.keep_users(users.clone())
-    } else {
-        data
-    };
+    }
     let backend = open_backend(&cfg, &say)?;
     let info = backend.info();
     say(&format!(
@@ -538,6 +558,17 @@ pub fn load_data(
     quiet: bool,
     fingerprints: Option<&[crate::fs::Fingerprint]>,
 ) -> Result<(Prepared, progress::LoadBar)> {
+    load_part(cfg, quiet, fingerprints, &crate::comm::SINGLE).map(|(d, _, bar)| (d, bar))
+}
+
+/// [`load_data`] for one process of `comm`: its share of the data and its users
+/// ([`crate::experiment::data::prepare_part`]).
+pub fn load_part(
+    cfg: &crate::config::DataConfig,
+    quiet: bool,
+    fingerprints: Option<&[crate::fs::Fingerprint]>,
+    comm: &dyn Comm,
+) -> Result<(Prepared, std::ops::Range<usize>, progress::LoadBar)> {
     let bar = progress::LoadBar::new(quiet);
     let show = |p: &crate::data::ingest::Progress| bar.show(p);
     let say = |s: &str| {
@@ -550,13 +581,41 @@ pub fn load_data(
         progress: Some(&show),
         fingerprints,
     };
-    match prepare_with(cfg, &hooks) {
-        Ok(data) => Ok((data, bar)),
+    match crate::experiment::data::prepare_part(cfg, &hooks, comm) {
+        Ok((data, users)) => Ok((data, users, bar)),
         Err(e) => {
             bar.finish();
             Err(e)
         }
     }
+}
+
+fn shard_cmd(a: ShardArgs) -> Result<()> {
+    let cfg = TrainConfig::load(&a.config, &a.overrides)?;
+    let bar = progress::LoadBar::new(a.quiet);
+    let show = |p: &crate::data::ingest::Progress| bar.show(p);
+    let hooks = LoadHooks {
+        say: &|_| {},
+        progress: Some(&show),
+        fingerprints: None,
+    };
+    let out = crate::experiment::data::shard(&cfg.data, a.parts, &a.out, &hooks);
+    bar.finish();
+    let out = out?;
+    for (k, f) in out.files.iter().enumerate() {
+        println!(
+            "{}: {} users, {} entries",
+            f.display(),
+            out.users[k],
+            out.entries[k]
+        );
+    }
+    println!(
+        "use them with \"data\": {{\"shards\": \"{}\"}} and mpirun -np {}",
+        a.out.join("part-{rank}.tsv").display(),
+        a.parts
+    );
+    Ok(())
 }
 
 fn prepare_cmd(a: PrepareArgs) -> Result<()> {

@@ -7,7 +7,10 @@ use crate::data::read::{read_into_opts, ReadOptions};
 use crate::data::split::{apply, apply3, held_random, random_held_count, split, SplitMode};
 use crate::data::synth::generate;
 use crate::data::{Dataset, IdMap, Ratings};
-use crate::error::Result;
+use crate::comm::Comm;
+use crate::error::{Error, Result};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 /// The entries of one experiment, with dense ids shared by all parts.
 #[derive(Debug, Clone)]
@@ -92,20 +95,54 @@ impl Prepared {
     }
 }
 
-/// The files `cfg` reads (none for synthetic data).
-pub fn data_files(cfg: &DataConfig) -> Vec<&std::path::Path> {
-    [&cfg.path, &cfg.train, &cfg.test]
+/// The files `cfg` reads (none for synthetic data; every existing part of `shards`).
+pub fn data_files(cfg: &DataConfig) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = [&cfg.path, &cfg.train, &cfg.test]
         .into_iter()
         .flatten()
-        .map(|p| p.as_path())
-        .collect()
+        .cloned()
+        .collect();
+    if let Some(p) = &cfg.shards {
+        out.extend(shard_files(p));
+    }
+    out
+}
+
+/// The files process `rank` of `size` reads: its own part of `shards`, or [`data_files`].
+pub fn data_files_of_rank(cfg: &DataConfig, rank: usize, size: usize) -> Vec<PathBuf> {
+    match &cfg.shards {
+        Some(p) if size > 1 => vec![shard_path(p, rank)],
+        _ => data_files(cfg),
+    }
 }
 
 /// Fingerprints of the files `cfg` reads.
 pub fn fingerprints(cfg: &DataConfig) -> Result<Vec<crate::fs::Fingerprint>> {
-    data_files(cfg)
-        .into_iter()
-        .map(crate::fs::fingerprint)
+    fingerprints_of(&data_files(cfg))
+}
+
+/// Fingerprints of `files`.
+pub fn fingerprints_of(files: &[PathBuf]) -> Result<Vec<crate::fs::Fingerprint>> {
+    files
+        .iter()
+        .map(|p| crate::fs::fingerprint(p))
+        .collect()
+}
+
+/// Part `rank` of a `{rank}` pattern.
+pub fn shard_path(pattern: &Path, rank: usize) -> PathBuf {
+    PathBuf::from(
+        pattern
+            .to_string_lossy()
+            .replace("{rank}", &rank.to_string()),
+    )
+}
+
+/// The parts of a `{rank}` pattern that exist: part 0, 1, … up to the first missing one.
+pub fn shard_files(pattern: &Path) -> Vec<PathBuf> {
+    (0..)
+        .map(|r| shard_path(pattern, r))
+        .take_while(|p| p.exists())
         .collect()
 }
 
@@ -203,6 +240,9 @@ fn split_masks(cfg: &DataConfig, n: usize) -> (Vec<bool>, Option<Vec<bool>>) {
 
 /// Reads (or generates) the data and splits it, with no cache.
 pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
+    if let Some(pattern) = &cfg.shards {
+        return Ok(prepare_shards(cfg, pattern, hooks, &crate::comm::SINGLE)?.0);
+    }
     // A random split depends on the entry count alone: its masks are drawn while the reader
     // checks for duplicates, and kept when the count is the one read.
     let masks = std::sync::Mutex::new(None);
@@ -304,4 +344,255 @@ pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
         source,
         notes,
     })
+}
+
+/// This process's share of the data of a run across the processes of `comm`, and its users
+/// (ids of the whole data): with `data.shards`, its own part read alone (the ids agreed by
+/// exchanging names, the split drawn over every part's positions); otherwise the whole data,
+/// read by every process, cut to users balanced by training entries. One process gets
+/// [`prepare_with`]'s result (or every part, in order) and all users.
+pub fn prepare_part(
+    cfg: &DataConfig,
+    hooks: &LoadHooks,
+    comm: &dyn Comm,
+) -> Result<(Prepared, Range<usize>)> {
+    let n = comm.size();
+    if let Some(pattern) = &cfg.shards {
+        return prepare_shards(cfg, pattern, hooks, comm);
+    }
+    let data = prepare_with(cfg, hooks)?;
+    if n == 1 {
+        let all = 0..data.n_users();
+        return Ok((data, all));
+    }
+    let users = user_ranges(&data.train, data.n_users(), n)[comm.rank()].clone();
+    Ok((data.keep_users(users.clone()), users))
+}
+
+/// Names as bytes: each a u32 length and its UTF-8.
+fn encode_names(names: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        out.extend((n.len() as u32).to_le_bytes());
+        out.extend(n.as_bytes());
+    }
+    out
+}
+
+fn decode_names(mut b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
+        out.push(String::from_utf8_lossy(&b[4..4 + len]).into_owned());
+        b = &b[4 + len..];
+    }
+    out
+}
+
+fn prepare_shards(
+    cfg: &DataConfig,
+    pattern: &Path,
+    hooks: &LoadHooks,
+    comm: &dyn Comm,
+) -> Result<(Prepared, Range<usize>)> {
+    let (n, rank) = (comm.size(), comm.rank());
+    let files = shard_files(pattern);
+    if files.is_empty() {
+        return Err(Error::Input(format!(
+            "data.shards: no part at {} (write the parts with `sslf shard`)",
+            shard_path(pattern, 0).display()
+        )));
+    }
+    if n > 1 && files.len() != n {
+        return Err(Error::Input(format!(
+            "data.shards: {} parts for {n} processes; write {n} parts with `sslf shard --parts {n}`, \
+             or run {} processes",
+            files.len(),
+            files.len()
+        )));
+    }
+    let mine: &[PathBuf] = if n > 1 { &files[rank..=rank] } else { &files };
+    let mut ds = Dataset::default();
+    let mut ratings = Ratings::default();
+    for f in mine {
+        let opts = ReadOptions {
+            format: cfg.format,
+            dups: cfg.duplicates,
+            header: cfg.header,
+            progress: hooks.progress,
+            columns: cfg.columns.as_ref(),
+            alongside: None,
+            chunk: 0,
+        };
+        let r = read_into_opts(f, &opts, &mut ds)?;
+        ratings.extend_from(&r, 0..r.nnz());
+    }
+    let source = format!("{} ({} parts)", pattern.display(), files.len());
+    // The ids every process agrees on: users in part order (a user in two parts is an error),
+    // items in order of first appearance over the parts in order, as one process reading them
+    // all would number them.
+    let user_parts: Vec<Vec<String>> = comm
+        .all_gather_bytes(&encode_names(ds.users.names()))?
+        .iter()
+        .map(|b| decode_names(b))
+        .collect();
+    let item_parts: Vec<Vec<String>> = comm
+        .all_gather_bytes(&encode_names(ds.items.names()))?
+        .iter()
+        .map(|b| decode_names(b))
+        .collect();
+    let (users, items, first_user) = if n == 1 {
+        (ds.users, ds.items, 0)
+    } else {
+        let mut users = IdMap::default();
+        let mut first = 0;
+        for (r, names) in user_parts.iter().enumerate() {
+            if r == rank {
+                first = users.len();
+            }
+            for name in names {
+                let before = users.len();
+                if users.get_or_insert(name) as usize != before {
+                    return Err(Error::Input(format!(
+                        "data.shards: user {name} is in {} and in an earlier part; the parts must \
+                         be split by user (`sslf shard` writes them so)",
+                        shard_path(pattern, r).display()
+                    )));
+                }
+            }
+        }
+        let mut items = IdMap::default();
+        let mut local_to_global = Vec::new();
+        for (r, names) in item_parts.iter().enumerate() {
+            for name in names {
+                let id = items.get_or_insert(name);
+                if r == rank {
+                    local_to_global.push(id);
+                }
+            }
+        }
+        for u in ratings.users.iter_mut() {
+            *u += first as u32;
+        }
+        for i in ratings.items.iter_mut() {
+            *i = local_to_global[*i as usize];
+        }
+        (users, items, first)
+    };
+    let own = first_user..first_user + user_parts[rank].len();
+    // The split of the parts' concatenation, as one process would draw it.
+    let counts: Vec<u64> = crate::comm::all_gather_u64(comm, &[ratings.nnz() as u64])?
+        .iter()
+        .map(|c| c[0])
+        .collect();
+    let total = counts.iter().sum::<u64>() as usize;
+    let at = counts[..if n > 1 { rank } else { 0 }].iter().sum::<u64>() as usize;
+    let here = at..at + ratings.nnz();
+    let (train, valid, test) = if cfg.test_fraction > 0.0 {
+        let (held_test, held_valid) = split_masks(cfg, total);
+        let train_at = at - held_test[..at].iter().filter(|&&h| h).count();
+        let test_here = &held_test[here.clone()];
+        let n_train_here = test_here.iter().filter(|&&h| !h).count();
+        match held_valid {
+            Some(v) => apply3(&ratings, test_here, &v[train_at..train_at + n_train_here]),
+            None => {
+                let (train, test) = apply(&ratings, test_here);
+                (train, Ratings::default(), test)
+            }
+        }
+    } else if cfg.validation_fraction > 0.0 {
+        let held = held_random(total, cfg.validation_fraction, cfg.split_seed.wrapping_add(1));
+        let (train, valid) = apply(&ratings, &held[here]);
+        (train, valid, Ratings::default())
+    } else {
+        (ratings, Ratings::default(), Ratings::default())
+    };
+    Ok((
+        Prepared {
+            train,
+            valid,
+            test,
+            users,
+            items,
+            source,
+            notes: ds.notes,
+        },
+        own,
+    ))
+}
+
+/// What `sslf shard` wrote.
+#[derive(Debug, Clone)]
+pub struct Sharded {
+    pub files: Vec<PathBuf>,
+    /// Users and entries of each part.
+    pub users: Vec<usize>,
+    pub entries: Vec<usize>,
+}
+
+/// Writes the ratings `cfg` names (one file, `data.path`, or synthetic data), before any split,
+/// as `parts` TSV files `dir/part-{rank}.tsv` split by user: contiguous ranges of users in order
+/// of first appearance, balanced by entry count, each part's lines in the input's order. Reading
+/// the parts in order gives the same users, items and entries as the input, in the users' order.
+pub fn shard(cfg: &DataConfig, parts: usize, dir: &Path, hooks: &LoadHooks) -> Result<Sharded> {
+    if parts == 0 {
+        return Err(Error::Input("--parts must be at least 1".into()));
+    }
+    if cfg.train.is_some() || cfg.shards.is_some() {
+        return Err(Error::Input(
+            "sslf shard splits one ratings file (`data.path`) or synthetic data; this config \
+             names `data.train` or `data.shards`"
+                .into(),
+        ));
+    }
+    let ds = match &cfg.path {
+        Some(p) => {
+            let mut ds = Dataset::default();
+            let opts = ReadOptions {
+                format: cfg.format,
+                dups: cfg.duplicates,
+                header: cfg.header,
+                progress: hooks.progress,
+                columns: cfg.columns.as_ref(),
+                alongside: None,
+                chunk: 0,
+            };
+            ds.ratings = read_into_opts(p, &opts, &mut ds)?;
+            ds
+        }
+        None => generate(&cfg.synthetic.clone().unwrap_or_default()),
+    };
+    let ranges = user_ranges(&ds.ratings, ds.users.len(), parts);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let pattern = dir.join("part-{rank}.tsv");
+    let old = shard_files(&pattern);
+    if !old.is_empty() {
+        return Err(Error::Input(format!(
+            "{} already holds parts ({} of them); remove them or write elsewhere",
+            dir.display(),
+            old.len()
+        )));
+    }
+    let mut out = Sharded {
+        files: Vec::new(),
+        users: Vec::new(),
+        entries: Vec::new(),
+    };
+    // Each entry's part, then one pass per part in input order.
+    let mut part_of = vec![0u32; ds.users.len()];
+    for (k, r) in ranges.iter().enumerate() {
+        part_of[r.clone()].fill(k as u32);
+    }
+    for (k, r) in ranges.iter().enumerate() {
+        let idx: Vec<usize> = (0..ds.ratings.nnz())
+            .filter(|&e| part_of[ds.ratings.users[e] as usize] == k as u32)
+            .collect();
+        let part = ds.ratings.select(&idx);
+        let file = shard_path(&pattern, k);
+        crate::data::read::write_tsv(&file, &part, &ds.users, &ds.items)?;
+        out.files.push(file);
+        out.users.push(r.len());
+        out.entries.push(part.nnz());
+    }
+    Ok(out)
 }
