@@ -108,10 +108,11 @@ pub fn data_files(cfg: &DataConfig) -> Vec<PathBuf> {
     out
 }
 
-/// The files process `rank` of `size` reads: its own part of `shards`, or [`data_files`].
+/// The files process `rank` of `size` reads: its own part of `shards`, or [`data_files`]
+/// (also when the parts do not match the processes, which the load then refuses).
 pub fn data_files_of_rank(cfg: &DataConfig, rank: usize, size: usize) -> Vec<PathBuf> {
     match &cfg.shards {
-        Some(p) if size > 1 => vec![shard_path(p, rank)],
+        Some(p) if size > 1 && shard_files(p).len() == size => vec![shard_path(p, rank)],
         _ => data_files(cfg),
     }
 }
