@@ -41,7 +41,14 @@ fn mpi_binary() -> Option<&'static Path> {
             .expect("target/<profile>/sslf")
             .join("mpi");
         let st = Command::new(env!("CARGO"))
-            .args(["build", "--features", "mpi", "--bin", "sslf", "--target-dir"])
+            .args([
+                "build",
+                "--features",
+                "mpi",
+                "--bin",
+                "sslf",
+                "--target-dir",
+            ])
             .arg(&target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
@@ -57,9 +64,14 @@ fn mpi_binary() -> Option<&'static Path> {
 
 fn mpirun(n: usize, bin: &Path) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &n.to_string()])
-        .arg(bin)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &n.to_string(),
+    ])
+    .arg(bin)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     c
 }
 
@@ -125,7 +137,10 @@ fn two_and_three_processes_match_one_and_repeat_bit_for_bit() {
             summary(&d(&format!("n{n}a"))),
             summary(&d(&format!("n{n}b"))),
         );
-        assert_eq!(a["test"], b["test"], "{n} processes: the same bits every run");
+        assert_eq!(
+            a["test"], b["test"],
+            "{n} processes: the same bits every run"
+        );
         assert_eq!(a["final_loss"], b["final_loss"]);
     }
 }
@@ -165,12 +180,22 @@ fn sharded_input_matches_one_process_reading_every_part() {
     let tmp = tempfile::tempdir().unwrap();
     let parts = tmp.path().join("parts");
     let out = ok(one(bin)
-        .args(["shard", "-c", "configs/default.json", "--parts", "2", "--out"])
+        .args([
+            "shard",
+            "-c",
+            "configs/default.json",
+            "--parts",
+            "2",
+            "--out",
+        ])
         .arg(&parts)
         .output()
         .unwrap());
     assert!(String::from_utf8_lossy(&out.stdout).contains("part-1.tsv"));
-    let pattern = format!("data.shards=\"{}\"", parts.join("part-{rank}.tsv").display());
+    let pattern = format!(
+        "data.shards=\"{}\"",
+        parts.join("part-{rank}.tsv").display()
+    );
     let sets = ["data.synthetic=null", pattern.as_str()];
     ok(train(
         one(bin),
@@ -213,7 +238,14 @@ fn a_rank_with_bad_data_ends_every_rank_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let parts = tmp.path().join("parts");
     ok(one(bin)
-        .args(["shard", "-c", "configs/default.json", "--parts", "3", "--out"])
+        .args([
+            "shard",
+            "-c",
+            "configs/default.json",
+            "--parts",
+            "3",
+            "--out",
+        ])
         .arg(&parts)
         .output()
         .unwrap());
@@ -221,7 +253,10 @@ fn a_rank_with_bad_data_ends_every_rank_naming_it() {
     let mut text = std::fs::read_to_string(&p1).unwrap();
     text.push_str("u i notanumber\n");
     std::fs::write(&p1, text).unwrap();
-    let pattern = format!("data.shards=\"{}\"", parts.join("part-{rank}.tsv").display());
+    let pattern = format!(
+        "data.shards=\"{}\"",
+        parts.join("part-{rank}.tsv").display()
+    );
     let t = Instant::now();
     let out = train(
         mpirun(3, bin),
@@ -306,7 +341,10 @@ fn a_killed_rank_ends_every_rank_within_a_bound_and_leaves_no_half_run() {
     };
     assert!(!status.success());
     std::thread::sleep(Duration::from_millis(200));
-    assert!(ranks_of(&dir.display().to_string()).is_empty(), "a rank lives on");
+    assert!(
+        ranks_of(&dir.display().to_string()).is_empty(),
+        "a rank lives on"
+    );
     // No finished-run files, and nothing half-written: every file is whole (no temporaries).
     assert!(!dir.join("summary.json").exists());
     assert!(!dir.join("model.safetensors").exists());
@@ -326,7 +364,12 @@ fn resume_with_the_same_process_count_continues_the_run() {
     let whole = tmp.path().join("whole");
     let parts = tmp.path().join("resumed");
     let every = "train.checkpoint_secs=0";
-    ok(train(mpirun(2, bin), "configs/default.json", &whole, &[every]));
+    ok(train(
+        mpirun(2, bin),
+        "configs/default.json",
+        &whole,
+        &[every],
+    ));
     ok(train(
         mpirun(2, bin),
         "configs/default.json",
@@ -340,7 +383,10 @@ fn resume_with_the_same_process_count_continues_the_run() {
         .arg(&parts);
     ok(c.output().unwrap());
     let (a, b) = (summary(&whole), summary(&parts));
-    assert_eq!(a["test"], b["test"], "resumed: the uninterrupted run's bits");
+    assert_eq!(
+        a["test"], b["test"],
+        "resumed: the uninterrupted run's bits"
+    );
     assert_eq!(a["epochs"], b["epochs"]);
 }
 

@@ -365,7 +365,10 @@ fn train(a: TrainArgs, comm: &dyn Comm) -> Result<()> {
         dir.metrics_path(),
         dir.checkpoint_path(),
     ] {
-        refuse_overwriting_input(&out, &inputs.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
+        refuse_overwriting_input(
+            &out,
+            &inputs.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+        )?;
     }
     let ck_path = crate::experiment::checkpoint::path_of_rank(&dir.checkpoint_path(), comm);
     let data_files = match cfg.train.checkpoint_secs {

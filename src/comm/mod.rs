@@ -29,6 +29,8 @@ pub trait Comm {
     fn sum_f32(&self, x: &mut [f32]) -> Result<()>;
     /// Every rank's bytes, in rank order.
     fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Sends `to[r]` to rank r; returns what each rank sent to this one, in rank order.
+    fn all_to_all_bytes(&self, to: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
     /// Waits until every rank has reached it.
     fn barrier(&self) -> Result<()>;
     /// Ends every process of the run with `code` (a rank that failed calls it after telling its
@@ -62,6 +64,9 @@ impl Comm for Single {
     }
     fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         Ok(vec![mine.to_vec()])
+    }
+    fn all_to_all_bytes(&self, to: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        Ok(to)
     }
     fn barrier(&self) -> Result<()> {
         Ok(())

@@ -6,7 +6,7 @@
 
 use super::{sum_in_rank_order, Comm};
 use crate::error::{Error, Result};
-use mpi::datatype::PartitionMut;
+use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -14,6 +14,14 @@ use mpi::Threading;
 
 /// Most elements per rank in one collective call.
 const WINDOW: usize = 1 << 24;
+
+/// `b` in an allocated buffer (at least one byte): an empty slice's dangling pointer is 0x1,
+/// which OpenMPI takes for MPI_IN_PLACE.
+fn real(b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(b.len().max(1));
+    v.extend_from_slice(b);
+    v
+}
 
 /// The world communicator of an `mpirun` launch. Dropping it finalises MPI.
 pub struct MpiComm {
@@ -91,16 +99,54 @@ impl Comm for MpiComm {
             displs[r] = i32::try_from(total).map_err(|_| too_big())?;
             total += counts[r] as usize;
         }
-        let mut buf = vec![0u8; total];
+        // Never an empty buffer: its dangling pointer (0x1) reads as MPI_IN_PLACE in OpenMPI.
+        let send = real(mine);
+        let mut buf = vec![0u8; total.max(1)];
         {
-            let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
-            self.world.all_gather_varcount_into(mine, &mut part);
+            let mut part = PartitionMut::new(&mut buf[..total], &counts[..], &displs[..]);
+            self.world
+                .all_gather_varcount_into(&send[..mine.len()], &mut part);
         }
         Ok((0..n)
             .map(|r| {
                 let at = displs[r] as usize;
                 buf[at..at + counts[r] as usize].to_vec()
             })
+            .collect())
+    }
+
+    fn all_to_all_bytes(&self, to: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let too_big = || Error::Unsupported("more than 2 GiB to exchange between ranks".into());
+        let n = self.size();
+        assert_eq!(to.len(), n, "one buffer per rank");
+        let counts: Vec<i32> = to
+            .iter()
+            .map(|b| i32::try_from(b.len()).map_err(|_| too_big()))
+            .collect::<Result<_>>()?;
+        let mut from = vec![0i32; n];
+        self.world.all_to_all_into(&counts[..], &mut from[..]);
+        let displs = |c: &[i32]| -> Result<Vec<i32>> {
+            let mut at = 0usize;
+            c.iter()
+                .map(|&x| {
+                    let d = i32::try_from(at).map_err(|_| too_big());
+                    at += x as usize;
+                    d
+                })
+                .collect()
+        };
+        let (sd, rd) = (displs(&counts)?, displs(&from)?);
+        let send = real(&to.concat());
+        let sent: usize = counts.iter().map(|&c| c as usize).sum();
+        let total: usize = from.iter().map(|&c| c as usize).sum();
+        let mut recv = vec![0u8; total.max(1)];
+        {
+            let sp = Partition::new(&send[..sent], &counts[..], &sd[..]);
+            let mut rp = PartitionMut::new(&mut recv[..total], &from[..], &rd[..]);
+            self.world.all_to_all_varcount_into(&sp, &mut rp);
+        }
+        Ok((0..n)
+            .map(|r| recv[rd[r] as usize..rd[r] as usize + from[r] as usize].to_vec())
             .collect())
     }
 

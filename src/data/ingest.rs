@@ -77,11 +77,23 @@ impl Raw {
     /// the parse met (the entries are those before it). A duplicate on an earlier line than the
     /// failure is reported instead, as a reader going line by line would.
     pub fn finish(
+        self,
+        path: &Path,
+        dups: super::read::DuplicatePolicy,
+        ds: &Dataset,
+        failure: Option<Error>,
+    ) -> Result<Ratings> {
+        self.finish_lines(path, dups, ds, failure, None)
+    }
+
+    /// [`Raw::finish`], also giving each kept entry's line to `lines`.
+    pub fn finish_lines(
         mut self,
         path: &Path,
         dups: super::read::DuplicatePolicy,
         ds: &Dataset,
         failure: Option<Error>,
+        lines: Option<&std::sync::Mutex<Vec<u64>>>,
     ) -> Result<Ratings> {
         use super::read::DuplicatePolicy;
         if u32::try_from(self.ratings.nnz()).is_err() {
@@ -129,6 +141,11 @@ impl Raw {
                             drop[k as usize] = true;
                         }
                     }
+                    if let Some(out) = lines {
+                        let kept = (0..drop.len()).filter(|&k| !drop[k]);
+                        let v: Vec<u64> = kept.map(|k| self.line_of(k) as u64).collect();
+                        *out.lock().expect("no panic holds this lock") = v;
+                    }
                     let r = &mut self.ratings;
                     let mut w = 0;
                     for (k, &gone) in drop.iter().enumerate() {
@@ -143,6 +160,14 @@ impl Raw {
                     r.items.truncate(w);
                     r.values.truncate(w);
                 }
+            }
+        }
+        if let Some(out) = lines {
+            let mut v = out.lock().expect("no panic holds this lock");
+            if v.len() != self.ratings.nnz() {
+                *v = (0..self.ratings.nnz())
+                    .map(|k| self.line_of(k) as u64)
+                    .collect();
             }
         }
         match failure {
@@ -633,7 +658,9 @@ pub(crate) fn read_delimited(
     // Grown as the text comes (a small input never allocates a whole chunk).
     let mut buf: Vec<u8> = Vec::with_capacity(chunk.min(1 << 20));
     let mut eof = false;
-    let mut lines = 0usize;
+    // A stream that starts inside a file: its lines are numbered on from the file's.
+    let mut lines = opts.first_line.saturating_sub(1);
+    raw.skip_lines(lines);
     let mut bytes = 0u64;
     let mut failure = None;
     let mut read_failure: Option<std::io::Error> = None;
@@ -686,7 +713,7 @@ pub(crate) fn read_delimited(
         }
         let text = &buf[..cut];
         let bounds = piece_bounds(text, pieces_per_chunk);
-        let first_chunk = lines == 0 && bytes == 0;
+        let first_chunk = bytes == 0 && opts.first_line <= 1;
         pieces.resize_with(pieces.len().max(bounds.len()), Piece::default);
         {
             let (u, i) = (&uids, &iids);
@@ -797,11 +824,13 @@ pub(crate) fn read_delimited(
         (Some(f), None) => {
             let n = raw.ratings.nnz();
             let ds = &*ds;
-            rayon::join(|| raw.finish(path, opts.dups, ds, None), || f(n)).0
+            let done = || raw.finish_lines(path, opts.dups, ds, None, opts.entry_lines);
+            rayon::join(done, || f(n)).0
         }
-        _ => raw.finish(path, opts.dups, ds, failure),
+        _ => raw.finish_lines(path, opts.dups, ds, failure, opts.entry_lines),
     }?;
-    if !any_line || out.nnz() == 0 {
+    // A part of a file may hold no entries; the whole file must.
+    if opts.first_line <= 1 && (!any_line || out.nnz() == 0) {
         return Err(Error::data(path, 0, "the file holds no ratings"));
     }
     Ok(out)

@@ -237,6 +237,12 @@ pub struct ReadOptions<'a> {
     /// Bytes of text parsed at once by the parallel reader (0: 32 MiB). Tests make it small to
     /// cut every line boundary.
     pub chunk: usize,
+    /// The line number of the stream's first line (0 or 1: the start of the file). A stream
+    /// that starts inside a file (a byte range of it, one process's share) names the file's own
+    /// lines in its errors, and its first line is never a header.
+    pub first_line: usize,
+    /// Filled with each kept entry's line (delimited formats).
+    pub entry_lines: Option<&'a std::sync::Mutex<Vec<u64>>>,
 }
 
 impl ReadOptions<'_> {

@@ -1,13 +1,13 @@
 //! Turns a [`DataConfig`] into train / validation / test entries with shared id maps.
 
 use super::cache;
+use crate::comm::Comm;
 use crate::config::DataConfig;
 use crate::data::ingest::Progress;
 use crate::data::read::{read_into_opts, ReadOptions};
 use crate::data::split::{apply, apply3, held_random, random_held_count, split, SplitMode};
 use crate::data::synth::generate;
 use crate::data::{Dataset, IdMap, Ratings};
-use crate::comm::Comm;
 use crate::error::{Error, Result};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -124,10 +124,7 @@ pub fn fingerprints(cfg: &DataConfig) -> Result<Vec<crate::fs::Fingerprint>> {
 
 /// Fingerprints of `files`.
 pub fn fingerprints_of(files: &[PathBuf]) -> Result<Vec<crate::fs::Fingerprint>> {
-    files
-        .iter()
-        .map(|p| crate::fs::fingerprint(p))
-        .collect()
+    files.iter().map(|p| crate::fs::fingerprint(p)).collect()
 }
 
 /// Part `rank` of a `{rank}` pattern.
@@ -230,7 +227,7 @@ pub fn prepare_with(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
 }
 
 /// The test and validation masks of a random split of `n` entries, drawn at once.
-fn split_masks(cfg: &DataConfig, n: usize) -> (Vec<bool>, Option<Vec<bool>>) {
+pub(super) fn split_masks(cfg: &DataConfig, n: usize) -> (Vec<bool>, Option<Vec<bool>>) {
     let n_train = n - random_held_count(n, cfg.test_fraction);
     let vf = cfg.validation_fraction;
     rayon::join(
@@ -262,6 +259,7 @@ pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
             columns: cfg.columns.as_ref(),
             alongside: random_file_split.then_some(&draw as &(dyn Fn(usize) + Sync)),
             chunk: 0,
+            ..Default::default()
         };
         read_into_opts(p, &opts, ds)
     };
@@ -349,8 +347,10 @@ pub fn build(cfg: &DataConfig, hooks: &LoadHooks) -> Result<Prepared> {
 
 /// This process's share of the data of a run across the processes of `comm`, and its users
 /// (ids of the whole data): with `data.shards`, its own part read alone (the ids agreed by
-/// exchanging names, the split drawn over every part's positions); otherwise the whole data,
-/// read by every process, cut to users balanced by training entries. One process gets
+/// exchanging names, the split drawn over every part's positions); plain text files read in byte
+/// ranges ([`super::ranges`]); otherwise (synthetic data, compressed or Parquet files, a
+/// per-user split, a prepared-data cache) the whole data, read by every process, cut to users
+/// balanced by training entries. One process gets
 /// [`prepare_with`]'s result (or every part, in order) and all users.
 pub fn prepare_part(
     cfg: &DataConfig,
@@ -360,6 +360,17 @@ pub fn prepare_part(
     let n = comm.size();
     if let Some(pattern) = &cfg.shards {
         return prepare_shards(cfg, pattern, hooks, comm);
+    }
+    let files = data_files(cfg);
+    let by_ranges = n > 1
+        && !files.is_empty()
+        && cfg.split == SplitMode::Random
+        && cache::cache_path(cfg).is_none()
+        && files
+            .iter()
+            .all(|f| super::ranges::rangeable(f, cfg.format));
+    if by_ranges {
+        return super::ranges::prepare_ranges(cfg, hooks, comm);
     }
     let data = prepare_with(cfg, hooks)?;
     if n == 1 {
@@ -424,6 +435,7 @@ fn prepare_shards(
             columns: cfg.columns.as_ref(),
             alongside: None,
             chunk: 0,
+            ..Default::default()
         };
         let r = read_into_opts(f, &opts, &mut ds)?;
         ratings.extend_from(&r, 0..r.nnz());
@@ -502,7 +514,11 @@ fn prepare_shards(
             }
         }
     } else if cfg.validation_fraction > 0.0 {
-        let held = held_random(total, cfg.validation_fraction, cfg.split_seed.wrapping_add(1));
+        let held = held_random(
+            total,
+            cfg.validation_fraction,
+            cfg.split_seed.wrapping_add(1),
+        );
         let (train, valid) = apply(&ratings, &held[here]);
         (train, valid, Ratings::default())
     } else {
@@ -557,6 +573,7 @@ pub fn shard(cfg: &DataConfig, parts: usize, dir: &Path, hooks: &LoadHooks) -> R
                 columns: cfg.columns.as_ref(),
                 alongside: None,
                 chunk: 0,
+                ..Default::default()
             };
             ds.ratings = read_into_opts(p, &opts, &mut ds)?;
             ds

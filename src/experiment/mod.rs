@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod observe;
 pub mod output;
+pub mod ranges;
 pub mod report;
 pub mod suite;
 
