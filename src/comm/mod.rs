@@ -8,6 +8,7 @@
 //! Every sum is taken in rank order in f64 on the rank that owns the chunk and sent back, so each
 //! rank holds the same bits and a run repeats bit for bit with the same number of processes.
 
+pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 

@@ -155,6 +155,10 @@ impl GpuBackend {
         Ok(pc)
     }
 
+    /// Builds and factors the preconditioner. With `sum` (block_jacobi only), the item blocks
+    /// are built unfactored, brought to the host with the d diagonal's partials for `sum` to add
+    /// up across processes, written back, and factored.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn precond_factor(
         &self,
         m: &GpuMatrix,
@@ -163,9 +167,17 @@ impl GpuBackend {
         reg: &GpuVector,
         shift: Shift,
         pc: &mut GpuPrecond,
+        mut sum: Option<crate::backend::SumHook<'_>>,
     ) -> Result<()> {
         if pc.kind == PrecondKind::None {
             return Ok(());
+        }
+        if sum.is_some() && pc.kind == PrecondKind::Jacobi {
+            return Err(Error::Unsupported(
+                "the GPU's jacobi preconditioner cannot be summed across processes; under \
+                 mpirun use block_jacobi or none"
+                    .into(),
+            ));
         }
         self.check_vector(&m.blocking, theta)?;
         self.check_vector(&m.blocking, reg)?;
@@ -182,6 +194,41 @@ impl GpuBackend {
             b: shift.gamma,
             c: shift.c,
             ..Self::model_params(layout)
+        };
+        let w = block_width(layout);
+        let t_len = packed_len(w);
+        if sum.is_some() {
+            // Item rows without an entry here are summed too: start them at zero.
+            for c in pc.items.iter().flatten() {
+                self.encoder(&mut st).clear_buffer(&c.buf, 0, None);
+            }
+        }
+        // Factors the chunks of one own row block (after its Gram blocks are complete).
+        let factor = |st: &mut super::State, chunks: &[PcChunk], own: &RowBlock, dblock: u32| {
+            for c in chunks {
+                let params = Params {
+                    n: c.rows.len() as u32,
+                    start: c.rows.start as u32,
+                    d_off: 0,
+                    own: own.factor_off as u32,
+                    own_bias: own.bias_off as u32,
+                    flags: base.flags | dblock,
+                    ..base
+                };
+                self.dispatch(
+                    st,
+                    Kernel::PcFactor,
+                    params,
+                    &[
+                        (3, &theta.segs[own.seg]),
+                        (4, &reg.segs[own.seg]),
+                        (6, &scratch),
+                        (7, &c.buf),
+                        (10, &glob),
+                    ],
+                    c.rows.len().clamp(1, 65_535) as u32,
+                );
+            }
         };
         for users in [true, false] {
             let (side, own_blocks, other_blocks): (&GpuSide, _, _) = if users {
@@ -264,31 +311,8 @@ impl GpuBackend {
                 if !block_done {
                     continue;
                 }
-                if pc.kind == PrecondKind::BlockJacobi {
-                    for c in &chunks[t.own] {
-                        let params = Params {
-                            n: c.rows.len() as u32,
-                            start: c.rows.start as u32,
-                            d_off: 0,
-                            own: own.factor_off as u32,
-                            own_bias: own.bias_off as u32,
-                            flags: base.flags | dblock,
-                            ..base
-                        };
-                        self.dispatch(
-                            &mut st,
-                            Kernel::PcFactor,
-                            params,
-                            &[
-                                (3, &theta.segs[own.seg]),
-                                (4, &reg.segs[own.seg]),
-                                (6, &scratch),
-                                (7, &c.buf),
-                                (10, &glob),
-                            ],
-                            c.rows.len().clamp(1, 65_535) as u32,
-                        );
-                    }
+                if pc.kind == PrecondKind::BlockJacobi && (users || sum.is_none()) {
+                    factor(&mut st, &chunks[t.own], own, dblock);
                 }
                 if dblock != 0 {
                     // Σ over this block's users of U_uk² S_kk into the d diagonal.
@@ -308,6 +332,51 @@ impl GpuBackend {
                         base.f,
                     );
                 }
+            }
+        }
+        if let Some(sum) = sum.as_mut() {
+            // The item blocks in row order, and the d partials, to the host and summed.
+            let mut blocks = vec![0f32; layout.n_items * t_len];
+            for (b, chunks) in pb.items.iter().zip(&pc.items) {
+                for c in chunks {
+                    let n = c.rows.len() * t_len;
+                    let bytes = self.read_back(&mut st, &c.buf, n as u64 * 4)?;
+                    let at = (b.rows.start + c.rows.start) * t_len;
+                    blocks[at..at + n].copy_from_slice(bytemuck::cast_slice(&bytes[..n * 4]));
+                }
+            }
+            let mut d: Vec<f64> = if udv {
+                let (target, at) = pc.d_target(pb.d);
+                let f = layout.rank;
+                let bytes = self.read_back(&mut st, target, ((at + f) * 4) as u64)?;
+                let v: &[f32] = bytemuck::cast_slice(&bytes[at * 4..(at + f) * 4]);
+                v.iter().map(|&x| x as f64).collect()
+            } else {
+                Vec::new()
+            };
+            // The device is free while the sum waits on other processes (ranks that share this
+            // device, as threads, need it to get here).
+            drop(st);
+            sum(&mut blocks, &mut d)?;
+            st = self.lock();
+            // Another user of the device may have loaded its own globals meanwhile.
+            self.load_glob(&mut st, layout, &m.blocking, theta, None);
+            for (b, chunks) in pb.items.iter().zip(&pc.items) {
+                for c in chunks {
+                    let n = c.rows.len() * t_len;
+                    let at = (b.rows.start + c.rows.start) * t_len;
+                    self.queue
+                        .write_buffer(&c.buf, 0, bytemuck::cast_slice(&blocks[at..at + n]));
+                }
+            }
+            if udv {
+                let (target, at) = pc.d_target(pb.d);
+                let dv: Vec<f32> = d.iter().map(|&x| x as f32).collect();
+                self.queue
+                    .write_buffer(target, (at * 4) as u64, bytemuck::cast_slice(&dv));
+            }
+            for (own, chunks) in pb.items.iter().zip(&pc.items) {
+                factor(&mut st, chunks, own, 0);
             }
         }
         if udv {

@@ -368,7 +368,20 @@ impl SparseOps for GpuBackend {
         shift: Shift,
         pc: &mut super::precond::GpuPrecond,
     ) -> Result<()> {
-        self.precond_factor(m, layout, theta, reg, shift, pc)
+        self.precond_factor(m, layout, theta, reg, shift, pc, None)
+    }
+
+    fn precond_build_summed(
+        &self,
+        m: &GpuMatrix,
+        layout: &Layout,
+        theta: &GpuVector,
+        reg: &GpuVector,
+        shift: Shift,
+        pc: &mut super::precond::GpuPrecond,
+        sum: crate::backend::SumHook<'_>,
+    ) -> Result<()> {
+        self.precond_factor(m, layout, theta, reg, shift, pc, Some(sum))
     }
 
     fn precond_apply(
