@@ -7,7 +7,6 @@ mod common;
 use proptest::prelude::*;
 use sslf::backend::Backend;
 use sslf::comm::local::LocalComm;
-use sslf::comm::Comm;
 use sslf::config::{DataConfig, TrainConfig};
 use sslf::data::read::DuplicatePolicy;
 use sslf::data::Ratings;
