@@ -251,3 +251,43 @@ fn sgd_is_refused_across_processes() {
         assert!(e.unwrap().contains("one process only"));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
+
+    /// A process's initial rows, streamed, are the whole initial θ's, bit for bit.
+    #[test]
+    fn init_part_is_the_slice_of_the_whole_init(
+        udv in any::<bool>(),
+        biases in any::<bool>(),
+        (n_users, lo, hi) in (1usize..40).prop_flat_map(|m| (Just(m), 0..=m)).prop_flat_map(|(m, a)| (Just(m), Just(a), a..=m)),
+        n_items in 1usize..30,
+        rank in 1usize..6,
+        seed in 0u64..1000,
+    ) {
+        use sslf::model::{ModelConfig, ModelKind};
+        let model = ModelConfig {
+            kind: if udv { ModelKind::Udv } else { ModelKind::Lf },
+            rank,
+            biases,
+            ..ModelConfig::default()
+        };
+        let whole = model.layout(n_users, n_items, 3.0);
+        let uc: Vec<u32> = (0..n_users).map(|u| (u % 3) as u32).collect();
+        let ic: Vec<u32> = (0..n_items).map(|i| (i % 4) as u32).collect();
+        let all = model.init(&whole, seed, &uc, &ic);
+        let part = model.init_part(&whole, seed, lo..hi, &uc[lo..hi], &ic);
+        let local = sslf::model::Layout { n_users: hi - lo, ..whole };
+        let mut want = Vec::new();
+        want.extend_from_slice(&all[lo * rank..hi * rank]);
+        for r in whole.shared_ranges() {
+            // The shared blocks follow in θ's order; the user biases sit between Q and c.
+            if whole.has_biases() && r.start == whole.c_off() {
+                want.extend_from_slice(&all[whole.b_off() + lo..whole.b_off() + hi]);
+            }
+            want.extend_from_slice(&all[r]);
+        }
+        prop_assert_eq!(want.len(), local.len());
+        prop_assert_eq!(part, want);
+    }
+}

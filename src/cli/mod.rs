@@ -390,6 +390,7 @@ fn train(a: TrainArgs, comm: &dyn Comm) -> Result<()> {
             )));
         }
         let c = Checkpoint::load(&ck_path)?;
+        c.check_processes(comm.size(), &ck_path)?;
         c.check_config(&cfg, &ck_path)?;
         c.check_data(&data_files)?;
         crate::experiment::checkpoint::check_same_epoch(comm, c.meta.epoch)?;

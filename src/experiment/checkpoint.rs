@@ -45,6 +45,13 @@ pub struct CheckpointMeta {
     /// The data files the run read, by size and content hash: a resumption refuses changed data.
     #[serde(default)]
     pub data_files: Vec<crate::fs::Fingerprint>,
+    /// Processes of the run (each held its own users' rows): a resumption needs as many.
+    #[serde(default = "one")]
+    pub processes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The parts of a config a resumed run must share with the checkpoint: data, model, solver and
@@ -226,6 +233,21 @@ impl Checkpoint {
 
     /// Fails unless `cfg` matches the config the checkpoint was written with (see
     /// [`fingerprint`]), naming the first section that differs.
+    /// Refuses a checkpoint of a run with another process count (its rows are another cut).
+    pub fn check_processes(&self, processes: usize, path: &Path) -> Result<()> {
+        if self.meta.processes != processes {
+            return Err(Error::Model {
+                file: path.to_path_buf(),
+                message: format!(
+                    "the checkpoint was written by {} process(es) and this run has {processes}; \
+                     resume with mpirun -np {} (or without mpirun for 1)",
+                    self.meta.processes, self.meta.processes
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub fn check_config(&self, cfg: &TrainConfig, path: &Path) -> Result<()> {
         let now = fingerprint(cfg);
         for key in ["data", "model", "solver", "seed"] {

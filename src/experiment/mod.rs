@@ -377,9 +377,6 @@ struct Whole {
     layout: Layout,
     stats: DataStats,
     item_counts: Vec<u32>,
-    /// Entry counts of the whole data's users (this process's own; 1 for the others, whose rows
-    /// are not kept).
-    user_counts: Vec<u32>,
 }
 
 impl Whole {
@@ -417,16 +414,10 @@ impl Whole {
             max_user_degree: fold(2, f64::max, 0.0) as usize,
             max_item_degree: item_counts.iter().copied().max().unwrap_or(0) as usize,
         };
-        let mut user_counts = vec![1u32; n_users];
-        user_counts[part.users.clone()].fill(0);
-        for &u in &data.train.users {
-            user_counts[u as usize] += 1;
-        }
         Ok(Whole {
             layout: cfg.model.layout(n_users, n_items, mean as f32),
             stats,
             item_counts,
-            user_counts,
         })
     }
 }
@@ -436,22 +427,6 @@ fn local_users(r: &crate::data::Ratings, lo: usize) -> crate::data::Ratings {
     let mut out = r.clone();
     for u in out.users.iter_mut() {
         *u -= lo as u32;
-    }
-    out
-}
-
-/// This process's slice of a whole-model θ: its users' rows and every shared row.
-fn local_theta(whole: &Layout, local: &Layout, lo: usize, theta: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; local.len()];
-    let f = whole.rank;
-    let n = local.n_users;
-    out[..n * f].copy_from_slice(&theta[lo * f..(lo + n) * f]);
-    for (w, l) in whole.shared_ranges().into_iter().zip(local.shared_ranges()) {
-        out[l].copy_from_slice(&theta[w]);
-    }
-    if local.has_biases() {
-        out[local.b_off()..local.b_off() + n]
-            .copy_from_slice(&theta[whole.b_off() + lo..whole.b_off() + lo + n]);
     }
     out
 }
@@ -570,12 +545,13 @@ fn build<'b, B: Backend>(
         None => {
             let theta0 = match &whole {
                 None => cfg.model.init(&layout, cfg.train.seed, &cu, &item_counts),
-                Some(w) => {
-                    let all =
-                        cfg.model
-                            .init(&w.layout, cfg.train.seed, &w.user_counts, &item_counts);
-                    local_theta(&w.layout, &layout, lo, &all)
-                }
+                Some(w) => cfg.model.init_part(
+                    &w.layout,
+                    cfg.train.seed,
+                    part.users.clone(),
+                    &cu,
+                    &item_counts,
+                ),
             };
             let mut theta = problem.upload(&theta0)?;
             problem.project(&mut theta)?;
@@ -725,6 +701,7 @@ fn run_epochs<B: Backend>(
                         counters: problem.counters(),
                         fingerprint: checkpoint::fingerprint(cfg),
                         data_files: c.data_files.clone(),
+                        processes: problem.comm().map_or(1, |c| c.size()),
                     },
                     theta: backend.download(&run.theta)?,
                     best: backend.download(&run.best)?,

@@ -71,15 +71,22 @@ impl RunDir {
     /// The files a run leaves here, those that exist, in the order they are removed (the summary,
     /// a finished run's marker, first).
     pub fn results(&self) -> Vec<PathBuf> {
-        [
+        let mut out: Vec<PathBuf> = [
             self.summary_path(),
             self.model_path(),
             self.checkpoint_path(),
-            self.metrics_path(),
         ]
         .into_iter()
         .filter(|p| p.exists())
-        .collect()
+        .collect();
+        // The other ranks' checkpoints of a run across processes.
+        out.extend(
+            (1..)
+                .map(|r| self.root.join(format!("checkpoint.rank{r}.safetensors")))
+                .take_while(|p| p.exists()),
+        );
+        out.extend(Some(self.metrics_path()).filter(|p| p.exists()));
+        out
     }
 
     /// Removes an earlier run's files, summary first, so an interruption never leaves a summary

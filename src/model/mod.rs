@@ -230,6 +230,65 @@ impl ModelConfig {
         theta
     }
 
+    /// The rows of [`ModelConfig::init`]'s θ for the model `whole` that a process training the
+    /// users `users` holds (its users' rows, every item row, d), with the same bits, without
+    /// holding the whole θ: the draws are streamed and the rows of other users skipped.
+    /// `user_counts` are this process's users' entry counts.
+    pub fn init_part(
+        &self,
+        whole: &Layout,
+        seed: u64,
+        users: std::ops::Range<usize>,
+        user_counts: &[u32],
+        item_counts: &[u32],
+    ) -> Vec<f32> {
+        let local = Layout {
+            n_users: users.len(),
+            ..*whole
+        };
+        let f = whole.rank;
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x005E_ED0F_1A7E);
+        let mut theta = vec![0f32; local.len()];
+        let (q, nf) = (whole.q_off(), (whole.n_users + whole.n_items) * f);
+        let mine = users.start * f..users.end * f;
+        let mut norms = [0f64; 2];
+        for k in 0..nf {
+            let x = rng.sample::<f64, _>(StandardNormal) as f32;
+            norms[(k >= q) as usize] += (x as f64).powi(2);
+            if k >= q {
+                theta[local.q_off() + k - q] = x;
+            } else if mine.contains(&k) {
+                theta[k - mine.start] = x;
+            }
+        }
+        let lnf = (local.n_users + local.n_items) * f;
+        match whole.kind {
+            ModelKind::Lf => {
+                for x in theta[..lnf].iter_mut() {
+                    *x *= self.init_scale as f32;
+                }
+            }
+            ModelKind::Udv => {
+                for (side, range) in [(0, 0..local.q_off()), (1, local.q_off()..lnf)] {
+                    let s = (self.xi / norms[side].sqrt().max(1e-30)) as f32;
+                    for x in theta[range].iter_mut() {
+                        *x *= s;
+                    }
+                }
+                for x in theta[lnf..].iter_mut() {
+                    *x = 1.0;
+                }
+            }
+        }
+        for (u, _) in user_counts.iter().enumerate().filter(|(_, &c)| c == 0) {
+            theta[u * f..(u + 1) * f].fill(0.0);
+        }
+        for (i, _) in item_counts.iter().enumerate().filter(|(_, &c)| c == 0) {
+            theta[local.q_off() + i * f..local.q_off() + (i + 1) * f].fill(0.0);
+        }
+        theta
+    }
+
     fn init_dense(&self, layout: &Layout, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x005E_ED0F_1A7E);
         let mut theta = vec![0f32; layout.len()];
