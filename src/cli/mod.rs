@@ -233,6 +233,12 @@ pub struct GenArgs {
     /// Standard deviation of the noise.
     #[arg(long, default_value_t = SynthConfig::default().noise)]
     pub noise: f64,
+    /// Power-law exponent of the users' degrees (0: uniform).
+    #[arg(long, default_value_t = SynthConfig::default().user_exponent)]
+    pub user_exponent: f64,
+    /// Power-law exponent of the items' degrees (1.0: skewed, as in rating data).
+    #[arg(long, default_value_t = SynthConfig::default().item_exponent)]
+    pub item_exponent: f64,
     #[arg(long, default_value_t = SynthConfig::default().seed)]
     pub seed: u64,
 }
@@ -684,6 +690,8 @@ fn gen(a: GenArgs) -> Result<()> {
         nnz: a.nnz,
         rank: a.rank,
         noise: a.noise,
+        user_exponent: a.user_exponent,
+        item_exponent: a.item_exponent,
         seed: a.seed,
         ..Default::default()
     };
