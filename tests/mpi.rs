@@ -376,7 +376,12 @@ fn resume_with_the_same_process_count_continues_the_run() {
         &parts,
         &[every, "train.max_epochs=6"],
     ));
-    assert!(parts.join("checkpoint.rank1.safetensors").exists());
+    // Rank 1 keeps its user rows only; the shared rows are rank 0's.
+    let size = |f: &str| std::fs::metadata(parts.join(f)).unwrap().len();
+    assert!(
+        size("checkpoint.rank1.safetensors") < size("checkpoint.safetensors") * 3 / 4,
+        "rank 1's checkpoint holds shared rows"
+    );
     let mut c = mpirun(2, bin);
     c.args(["train", "-c", "configs/default.json", "-q", "--resume"])
         .args(["--set", "train.threads=1", "--set", every, "--output"])

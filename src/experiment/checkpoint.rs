@@ -99,7 +99,136 @@ pub fn check_same_epoch(comm: &dyn crate::comm::Comm, epoch: usize) -> Result<()
     Ok(())
 }
 
+/// The user rows of a θ-shaped vector (what a rank other than 0 keeps in its checkpoint).
+fn user_rows(layout: &crate::model::Layout, v: &[f32]) -> Vec<f32> {
+    layout
+        .user_ranges()
+        .into_iter()
+        .flat_map(|r| v[r].iter().copied())
+        .collect()
+}
+
+/// A θ-shaped vector from its user rows and its shared rows.
+fn join_rows(layout: &crate::model::Layout, users: &[f32], shared: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; layout.len()];
+    let (mut a, mut b) = (0, 0);
+    for r in layout.user_ranges() {
+        out[r.clone()].copy_from_slice(&users[a..a + r.len()]);
+        a += r.len();
+    }
+    for r in layout.shared_ranges() {
+        out[r.clone()].copy_from_slice(&shared[b..b + r.len()]);
+        b += r.len();
+    }
+    out
+}
+
+/// Completes the checkpoints of a run across processes after they are loaded: ranks other than
+/// 0 kept only their user rows; rank 0 sends the shared rows (items, d) of θ, the best θ and
+/// every θ-shaped solver vector. A no-op in one process.
+pub fn restore_shared_rows(
+    comm: &dyn crate::comm::Comm,
+    layout: &crate::model::Layout,
+    ck: &mut Checkpoint,
+) -> Result<()> {
+    if comm.size() <= 1 {
+        return Ok(());
+    }
+    let n_user = layout.user_ranges().iter().map(|r| r.len()).sum::<usize>();
+    let n_shared = layout.len() - n_user;
+    // Rank 0: [names of the θ-shaped solver vectors, '\n'-joined] then every shared part.
+    let packet = if comm.rank() == 0 {
+        let names: Vec<&String> = ck
+            .solver
+            .vectors
+            .iter()
+            .filter(|(_, v)| v.len() == layout.len())
+            .map(|(k, _)| k)
+            .collect();
+        let head = names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut b = (head.len() as u64).to_le_bytes().to_vec();
+        b.extend(head.as_bytes());
+        let shared = |v: &[f32]| -> Vec<f32> {
+            layout
+                .shared_ranges()
+                .into_iter()
+                .flat_map(|r| v[r].iter().copied())
+                .collect()
+        };
+        for v in [&ck.theta, &ck.best]
+            .into_iter()
+            .chain(names.iter().map(|k| &ck.solver.vectors[*k]))
+        {
+            b.extend(bytemuck::cast_slice::<f32, u8>(&shared(v)));
+        }
+        b
+    } else {
+        Vec::new()
+    };
+    let got = comm.all_gather_bytes(&packet)?.swap_remove(0);
+    if comm.rank() == 0 {
+        return Ok(());
+    }
+    let bad = |what: &str| Error::Unsupported(format!("the ranks' checkpoints do not fit: {what}"));
+    let len = u64::from_le_bytes(got[..8].try_into().expect("8 bytes")) as usize;
+    let head = std::str::from_utf8(&got[8..8 + len]).map_err(|_| bad("names"))?;
+    let names: Vec<&str> = head.split('\n').filter(|s| !s.is_empty()).collect();
+    let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&got[8 + len..]);
+    if floats.len() != (2 + names.len()) * n_shared {
+        return Err(bad("rank 0's shared rows"));
+    }
+    let mut parts = floats.chunks(n_shared);
+    let mut join = |v: &[f32]| -> Result<Vec<f32>> {
+        if v.len() != n_user {
+            return Err(bad(&format!(
+                "{} values where this rank's rows are {n_user}",
+                v.len()
+            )));
+        }
+        Ok(join_rows(layout, v, parts.next().expect("counted above")))
+    };
+    ck.theta = join(&ck.theta)?;
+    ck.best = join(&ck.best)?;
+    for k in names {
+        let v = ck
+            .solver
+            .vectors
+            .get(k)
+            .ok_or_else(|| bad(&format!("no `{k}` here")))?;
+        let full = join(v)?;
+        ck.solver.vectors.insert(k.to_string(), full);
+    }
+    Ok(())
+}
+
 impl Checkpoint {
+    /// What this process keeps of a run across processes: rank 0 everything, the others their
+    /// user rows only (the shared rows are rank 0's, sent at `--resume`).
+    pub fn own_rows_only<B: crate::backend::Backend>(
+        mut self,
+        p: &crate::problem::Problem<B>,
+    ) -> Self {
+        let Some(comm) = p.comm() else {
+            return self;
+        };
+        if comm.rank() == 0 {
+            return self;
+        }
+        let l = &p.layout;
+        self.theta = user_rows(l, &self.theta);
+        self.best = user_rows(l, &self.best);
+        for v in self.solver.vectors.values_mut() {
+            if v.len() == l.len() {
+                *v = user_rows(l, v);
+            }
+        }
+        self
+    }
+
     /// Writes the checkpoint aside, then renames it over `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let err = |m: String| Error::Model {

@@ -381,24 +381,16 @@ pub fn prepare_part(
     Ok((data.keep_users(users.clone()), users))
 }
 
-/// Names as bytes: each a u32 length and its UTF-8.
-fn encode_names(names: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for n in names {
-        out.extend((n.len() as u32).to_le_bytes());
-        out.extend(n.as_bytes());
+/// How `cfg` reads a file: its format, duplicate and header rules, columns, and `hooks`' progress.
+pub(super) fn read_options<'a>(cfg: &'a DataConfig, hooks: &LoadHooks<'a>) -> ReadOptions<'a> {
+    ReadOptions {
+        format: cfg.format,
+        dups: cfg.duplicates,
+        header: cfg.header,
+        progress: hooks.progress,
+        columns: cfg.columns.as_ref(),
+        ..Default::default()
     }
-    out
-}
-
-fn decode_names(mut b: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
-        out.push(String::from_utf8_lossy(&b[4..4 + len]).into_owned());
-        b = &b[4 + len..];
-    }
-    out
 }
 
 fn prepare_shards(
@@ -427,33 +419,15 @@ fn prepare_shards(
     let mut ds = Dataset::default();
     let mut ratings = Ratings::default();
     for f in mine {
-        let opts = ReadOptions {
-            format: cfg.format,
-            dups: cfg.duplicates,
-            header: cfg.header,
-            progress: hooks.progress,
-            columns: cfg.columns.as_ref(),
-            alongside: None,
-            chunk: 0,
-            ..Default::default()
-        };
-        let r = read_into_opts(f, &opts, &mut ds)?;
+        let r = read_into_opts(f, &read_options(cfg, hooks), &mut ds)?;
         ratings.extend_from(&r, 0..r.nnz());
     }
     let source = format!("{} ({} parts)", pattern.display(), files.len());
     // The ids every process agrees on: users in part order (a user in two parts is an error),
     // items in order of first appearance over the parts in order, as one process reading them
     // all would number them.
-    let user_parts: Vec<Vec<String>> = comm
-        .all_gather_bytes(&encode_names(ds.users.names()))?
-        .iter()
-        .map(|b| decode_names(b))
-        .collect();
-    let item_parts: Vec<Vec<String>> = comm
-        .all_gather_bytes(&encode_names(ds.items.names()))?
-        .iter()
-        .map(|b| decode_names(b))
-        .collect();
+    let user_parts = super::ranges::gather_names(comm, ds.users.names())?;
+    let item_parts = super::ranges::gather_names(comm, ds.items.names())?;
     let (users, items, first_user) = if n == 1 {
         (ds.users, ds.items, 0)
     } else {
@@ -565,17 +539,7 @@ pub fn shard(cfg: &DataConfig, parts: usize, dir: &Path, hooks: &LoadHooks) -> R
     let ds = match &cfg.path {
         Some(p) => {
             let mut ds = Dataset::default();
-            let opts = ReadOptions {
-                format: cfg.format,
-                dups: cfg.duplicates,
-                header: cfg.header,
-                progress: hooks.progress,
-                columns: cfg.columns.as_ref(),
-                alongside: None,
-                chunk: 0,
-                ..Default::default()
-            };
-            ds.ratings = read_into_opts(p, &opts, &mut ds)?;
+            ds.ratings = read_into_opts(p, &read_options(cfg, hooks), &mut ds)?;
             ds
         }
         None => generate(&cfg.synthetic.clone().unwrap_or_default()),

@@ -280,6 +280,11 @@ pub fn train_on<B: Backend>(
     if part.sharded() && cfg.solver.name == SolverKind::Sgd {
         crate::comm::single_process_only(part.comm, "sgd (host-side and sequential)")?;
     }
+    let mut ck = ck;
+    if let Some(r) = ck.as_mut().and_then(|c| c.resume.as_mut()) {
+        let layout = cfg.model.layout(part.users.len(), data.n_items(), 0.0);
+        checkpoint::restore_shared_rows(part.comm, &layout, r)?;
+    }
     if !cfg.train.refit {
         return train_once(backend, part, cfg, data, observer, ck);
     }
@@ -707,6 +712,7 @@ fn run_epochs<B: Backend>(
                     best: backend.download(&run.best)?,
                     solver: run.solver.save_state(problem)?,
                 }
+                .own_rows_only(problem)
                 .save(&c.path)?;
                 last_saved = Instant::now();
             }

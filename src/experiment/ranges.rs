@@ -176,13 +176,9 @@ pub fn prepare_ranges(
                 .map_err(|e| Error::io(path, e))?;
             let reader = BufReader::with_capacity(1 << 20, f.take(range.end - range.start));
             let opts = ReadOptions {
-                format: cfg.format,
-                dups: cfg.duplicates,
-                header: cfg.header,
-                progress: hooks.progress,
                 first_line: before as usize + 1,
                 entry_lines: Some(&lines),
-                ..Default::default()
+                ..super::data::read_options(cfg, hooks)
             };
             read_from_with(reader, path, &opts, Some(range.end - range.start), &mut ds)?
         };
