@@ -1,7 +1,8 @@
 //! The built-in synthetic HDI generator: a low-rank signal plus Gaussian noise, observed on a sparse
 //! pattern whose user and item degrees follow power laws.
 //!
-//! r_ui = mean + scale · p_u·q_i + noise · ε, with p_u, q_i ~ N(0, I/√rank) and ε ~ N(0, 1).
+//! r_ui = mean + scale · p_u·q_i + noise · ε, with p_u, q_i ~ N(0, I/√rank) and ε ~ N(0, 1)
+//! (or Student-t with `noise_df` degrees of freedom: heavy-tailed noise).
 //! Degrees: user weights (k+1)^(−user_exponent) and item weights (k+1)^(−item_exponent) over a
 //! seeded random order of users and items. Each user draws its degree's worth of distinct items
 //! from the item weights. Work is split per user with a per-user generator, so the output depends
@@ -24,8 +25,11 @@ pub struct SynthConfig {
     pub nnz: usize,
     /// Rank of the signal.
     pub rank: usize,
-    /// Standard deviation of the additive noise.
+    /// Standard deviation of the additive noise (its scale, with `noise_df`).
     pub noise: f64,
+    /// Heavy-tailed noise: ε ~ Student-t with these degrees of freedom (> 0; absent: Gaussian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_df: Option<f64>,
     /// Offset added to every value.
     pub mean: f64,
     /// Scale of the low-rank signal.
@@ -45,6 +49,7 @@ impl Default for SynthConfig {
             nnz: 200_000,
             rank: 5,
             noise: 0.1,
+            noise_df: None,
             mean: 3.0,
             scale: 1.0,
             user_exponent: 0.5,
@@ -97,6 +102,9 @@ impl SynthConfig {
         }
         if !super::finite_nonneg(self.noise) {
             return Err("noise must be a finite number ≥ 0".into());
+        }
+        if self.noise_df.is_some_and(|v| !super::finite_pos(v)) {
+            return Err("noise_df must be a finite number > 0".into());
         }
         if !super::finite_nonneg(self.user_exponent) || !super::finite_nonneg(self.item_exponent) {
             return Err("degree exponents must be ≥ 0".into());
@@ -152,6 +160,9 @@ pub fn generate(cfg: &SynthConfig) -> Dataset {
     let q = gaussian_rows(cfg.n_items, cfg.rank, mix(cfg.seed, 2 << 40));
     let item_dist = WeightedIndex::new(&item_w).expect("weights are positive and finite");
     let rank = cfg.rank;
+    let student = cfg
+        .noise_df
+        .map(|v| rand_distr::StudentT::new(v).expect("validated: noise_df > 0"));
 
     let rows: Vec<Vec<(u32, f32)>> = (0..cfg.n_users)
         .into_par_iter()
@@ -185,7 +196,10 @@ pub fn generate(cfg: &SynthConfig) -> Dataset {
                 .map(|i| {
                     let qi = &q[i as usize * rank..(i as usize + 1) * rank];
                     let dot: f64 = pu.iter().zip(qi).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    let eps: f64 = rng.sample(StandardNormal);
+                    let eps: f64 = match &student {
+                        Some(t) => rng.sample(t),
+                        None => rng.sample(StandardNormal),
+                    };
                     (i, (cfg.mean + cfg.scale * dot + cfg.noise * eps) as f32)
                 })
                 .collect()
