@@ -67,12 +67,7 @@ impl Comm for LocalComm {
         Ok(())
     }
     fn sum_f32(&self, x: &mut [f32]) -> Result<()> {
-        let bytes = bytemuck::cast_slice::<f32, u8>(x).to_vec();
-        let all: Vec<Vec<f32>> = self
-            .all_gather_bytes(&bytes)?
-            .iter()
-            .map(|b| bytemuck::pod_collect_to_vec(b))
-            .collect();
+        let all = super::all_gather_pod(self, x)?;
         let parts: Vec<&[f32]> = all.iter().map(|p| &p[..]).collect();
         sum_in_rank_order(&parts, x);
         Ok(())

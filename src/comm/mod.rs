@@ -77,32 +77,23 @@ impl Comm for Single {
     }
 }
 
+/// Every rank's values, in rank order.
+pub fn all_gather_pod<T: bytemuck::Pod>(comm: &dyn Comm, mine: &[T]) -> Result<Vec<Vec<T>>> {
+    Ok(comm
+        .all_gather_bytes(bytemuck::cast_slice(mine))?
+        .iter()
+        .map(|b| bytemuck::pod_collect_to_vec(b))
+        .collect())
+}
+
 /// Every rank's f64 values, in rank order.
 pub fn all_gather_f64(comm: &dyn Comm, mine: &[f64]) -> Result<Vec<Vec<f64>>> {
-    let bytes: Vec<u8> = mine.iter().flat_map(|x| x.to_le_bytes()).collect();
-    Ok(comm
-        .all_gather_bytes(&bytes)?
-        .into_iter()
-        .map(|b| {
-            b.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect()
-        })
-        .collect())
+    all_gather_pod(comm, mine)
 }
 
 /// Every rank's u64 values, in rank order.
 pub fn all_gather_u64(comm: &dyn Comm, mine: &[u64]) -> Result<Vec<Vec<u64>>> {
-    let bytes: Vec<u8> = mine.iter().flat_map(|x| x.to_le_bytes()).collect();
-    Ok(comm
-        .all_gather_bytes(&bytes)?
-        .into_iter()
-        .map(|b| {
-            b.chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect()
-        })
-        .collect())
+    all_gather_pod(comm, mine)
 }
 
 /// The deterministic sum behind [`Comm::sum_f32`]: `parts[r]` is rank r's piece; each element is
