@@ -96,6 +96,14 @@ pub fn all_gather_u64(comm: &dyn Comm, mine: &[u64]) -> Result<Vec<Vec<u64>>> {
     all_gather_pod(comm, mine)
 }
 
+/// (the sum of `n` over the ranks before this one, the sum over all ranks): where this rank's
+/// items start in an order that runs through the ranks in turn, and how many there are.
+pub fn offset(comm: &dyn Comm, n: u64) -> Result<(u64, u64)> {
+    let all = all_gather_u64(comm, &[n])?;
+    let before = all[..comm.rank()].iter().map(|v| v[0]).sum();
+    Ok((before, all.iter().map(|v| v[0]).sum()))
+}
+
 /// The deterministic sum behind [`Comm::sum_f32`]: `parts[r]` is rank r's piece; each element is
 /// summed in rank order in f64 and rounded once.
 pub fn sum_in_rank_order(parts: &[&[f32]], out: &mut [f32]) {

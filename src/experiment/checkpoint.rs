@@ -99,13 +99,17 @@ pub fn check_same_epoch(comm: &dyn crate::comm::Comm, epoch: usize) -> Result<()
     Ok(())
 }
 
-/// The user rows of a θ-shaped vector (what a rank other than 0 keeps in its checkpoint).
-fn user_rows(layout: &crate::model::Layout, v: &[f32]) -> Vec<f32> {
-    layout
-        .user_ranges()
+/// The coordinates of `ranges` of `v`, one range after another.
+pub(super) fn rows_in(ranges: Vec<std::ops::Range<usize>>, v: &[f32]) -> Vec<f32> {
+    ranges
         .into_iter()
         .flat_map(|r| v[r].iter().copied())
         .collect()
+}
+
+/// The user rows of a θ-shaped vector (what a rank other than 0 keeps in its checkpoint).
+fn user_rows(layout: &crate::model::Layout, v: &[f32]) -> Vec<f32> {
+    rows_in(layout.user_ranges(), v)
 }
 
 /// A θ-shaped vector from its user rows and its shared rows.
@@ -136,48 +140,31 @@ pub fn restore_shared_rows(
     }
     let n_user = layout.user_ranges().iter().map(|r| r.len()).sum::<usize>();
     let n_shared = layout.len() - n_user;
-    // Rank 0: [names of the θ-shaped solver vectors, '\n'-joined] then every shared part.
-    let packet = if comm.rank() == 0 {
-        let names: Vec<&String> = ck
-            .solver
-            .vectors
-            .iter()
-            .filter(|(_, v)| v.len() == layout.len())
-            .map(|(k, _)| k)
-            .collect();
-        let head = names
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let mut b = (head.len() as u64).to_le_bytes().to_vec();
-        b.extend(head.as_bytes());
-        let shared = |v: &[f32]| -> Vec<f32> {
-            layout
-                .shared_ranges()
-                .into_iter()
-                .flat_map(|r| v[r].iter().copied())
-                .collect()
-        };
+    // Rank 0 sends the names of its θ-shaped solver vectors, then the shared rows of θ, of the
+    // best θ and of those vectors; the others send nothing.
+    let root = comm.rank() == 0;
+    let names: Vec<String> = ck
+        .solver
+        .vectors
+        .iter()
+        .filter(|(_, v)| root && v.len() == layout.len())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut shared = Vec::new();
+    if root {
         for v in [&ck.theta, &ck.best]
             .into_iter()
-            .chain(names.iter().map(|k| &ck.solver.vectors[*k]))
+            .chain(names.iter().map(|k| &ck.solver.vectors[k]))
         {
-            b.extend(bytemuck::cast_slice::<f32, u8>(&shared(v)));
+            shared.extend(rows_in(layout.shared_ranges(), v));
         }
-        b
-    } else {
-        Vec::new()
-    };
-    let got = comm.all_gather_bytes(&packet)?.swap_remove(0);
-    if comm.rank() == 0 {
+    }
+    let names = super::ranges::gather_names(comm, &names)?.swap_remove(0);
+    let floats = crate::comm::all_gather_pod(comm, &shared)?.swap_remove(0);
+    if root {
         return Ok(());
     }
     let bad = |what: &str| Error::Unsupported(format!("the ranks' checkpoints do not fit: {what}"));
-    let len = u64::from_le_bytes(got[..8].try_into().expect("8 bytes")) as usize;
-    let head = std::str::from_utf8(&got[8..8 + len]).map_err(|_| bad("names"))?;
-    let names: Vec<&str> = head.split('\n').filter(|s| !s.is_empty()).collect();
-    let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&got[8 + len..]);
     if floats.len() != (2 + names.len()) * n_shared {
         return Err(bad("rank 0's shared rows"));
     }
@@ -197,10 +184,10 @@ pub fn restore_shared_rows(
         let v = ck
             .solver
             .vectors
-            .get(k)
+            .get(&k)
             .ok_or_else(|| bad(&format!("no `{k}` here")))?;
         let full = join(v)?;
-        ck.solver.vectors.insert(k.to_string(), full);
+        ck.solver.vectors.insert(k, full);
     }
     Ok(())
 }

@@ -33,16 +33,6 @@ impl Prepared {
     pub fn n_items(&self) -> usize {
         self.items.len()
     }
-    /// Entries of each user and item in the training part.
-    pub fn train_counts(&self) -> (Vec<u32>, Vec<u32>) {
-        let mut cu = vec![0u32; self.n_users()];
-        let mut ci = vec![0u32; self.n_items()];
-        for k in 0..self.train.nnz() {
-            cu[self.train.users[k] as usize] += 1;
-            ci[self.train.items[k] as usize] += 1;
-        }
-        (cu, ci)
-    }
     /// The items each user rated in the training file (the train and validation parts), as CSR
     /// (offsets, item indices ascending within a user).
     pub fn seen_by_user(&self) -> (Vec<u64>, Vec<u32>) {
@@ -55,16 +45,6 @@ impl Prepared {
             &[&self.train.values[..], &self.valid.values[..]].concat(),
         );
         (c.ptr, c.index)
-    }
-
-    /// Test entries whose user or item has no training entry.
-    pub fn cold_test_entries(&self) -> usize {
-        let (cu, ci) = self.train_counts();
-        (0..self.test.nnz())
-            .filter(|&k| {
-                cu[self.test.users[k] as usize] == 0 || ci[self.test.items[k] as usize] == 0
-            })
-            .count()
     }
 }
 
@@ -427,7 +407,6 @@ fn prepare_shards(
     // items in order of first appearance over the parts in order, as one process reading them
     // all would number them.
     let user_parts = super::ranges::gather_names(comm, ds.users.names())?;
-    let item_parts = super::ranges::gather_names(comm, ds.items.names())?;
     let (users, items, first_user) = if n == 1 {
         (ds.users, ds.items, 0)
     } else {
@@ -449,15 +428,7 @@ fn prepare_shards(
             }
         }
         let mut items = IdMap::default();
-        let mut local_to_global = Vec::new();
-        for (r, names) in item_parts.iter().enumerate() {
-            for name in names {
-                let id = items.get_or_insert(name);
-                if r == rank {
-                    local_to_global.push(id);
-                }
-            }
-        }
+        let local_to_global = super::ranges::merge_names(comm, &mut items, ds.items.names())?;
         for u in ratings.users.iter_mut() {
             *u += first as u32;
         }
@@ -468,12 +439,8 @@ fn prepare_shards(
     };
     let own = first_user..first_user + user_parts[rank].len();
     // The split of the parts' concatenation, as one process would draw it.
-    let counts: Vec<u64> = crate::comm::all_gather_u64(comm, &[ratings.nnz() as u64])?
-        .iter()
-        .map(|c| c[0])
-        .collect();
-    let total = counts.iter().sum::<u64>() as usize;
-    let at = counts[..if n > 1 { rank } else { 0 }].iter().sum::<u64>() as usize;
+    let (at, total) = crate::comm::offset(comm, ratings.nnz() as u64)?;
+    let (at, total) = (at as usize, total as usize);
     let here = at..at + ratings.nnz();
     let (train, valid, test) = if cfg.test_fraction > 0.0 {
         let (held_test, held_valid) = split_masks(cfg, total);

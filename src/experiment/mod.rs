@@ -244,7 +244,7 @@ pub fn train_with<B: Backend>(
 
 /// Which users this process trains, and with which processes: `data` then holds the entries of
 /// `users` only (with the ids of the whole data), and every process of `comm` calls
-/// [`train_on`] with its own part.
+/// [`train_on`] with its own part. The ranks' ranges follow one another in rank order from 0.
 #[derive(Clone)]
 pub struct Part<'c> {
     pub comm: &'c dyn Comm,
@@ -347,6 +347,8 @@ struct Run<'b, B: Backend> {
     start: Instant,
     /// Seconds spent before a resumption.
     offset: f64,
+    /// Training entries of this process's users (local index) and of every item (whole data).
+    counts: (Vec<u32>, Vec<u32>),
 }
 
 /// Where the loop stands after an epoch: what a checkpoint keeps besides θ and the solver.
@@ -436,38 +438,29 @@ fn local_users(r: &crate::data::Ratings, lo: usize) -> crate::data::Ratings {
     out
 }
 
-/// The whole-model θ from every process's slice (each process sends its user rows).
+/// The whole-model θ from every process's slice: each process sends its user rows (factors,
+/// then biases); the ranks' users follow one another in rank order.
 fn gather_theta(
     comm: &dyn Comm,
     whole: &Layout,
     local: &Layout,
-    lo: usize,
     theta: &[f32],
 ) -> Result<Vec<f32>> {
     let f = whole.rank;
-    let n = local.n_users;
-    let mut mine: Vec<f32> = theta[..n * f].to_vec();
-    if local.has_biases() {
-        mine.extend_from_slice(&theta[local.b_off()..local.b_off() + n]);
-    }
-    let mut head = (lo as u64).to_le_bytes().to_vec();
-    head.extend((n as u64).to_le_bytes());
-    head.extend(bytemuck::cast_slice::<f32, u8>(&mine));
+    let per_user = f + whole.has_biases() as usize;
+    let mine = checkpoint::rows_in(local.user_ranges(), theta);
     let mut out = vec![0f32; whole.len()];
     for (w, l) in whole.shared_ranges().into_iter().zip(local.shared_ranges()) {
         out[w].copy_from_slice(&theta[l]);
     }
-    for bytes in comm.all_gather_bytes(&head)? {
-        let lo = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-        let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-        let vals: Vec<f32> = bytes[16..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+    let mut lo = 0;
+    for vals in crate::comm::all_gather_pod(comm, &mine)? {
+        let n = vals.len() / per_user;
         out[lo * f..(lo + n) * f].copy_from_slice(&vals[..n * f]);
         if whole.has_biases() {
             out[whole.b_off() + lo..whole.b_off() + lo + n].copy_from_slice(&vals[n * f..]);
         }
+        lo += n;
     }
     Ok(out)
 }
@@ -581,6 +574,7 @@ fn build<'b, B: Backend>(
         best,
         start,
         offset: resume.map_or(0.0, |r| r.meta.last.elapsed_s),
+        counts: (cu, item_counts),
     })
 }
 
@@ -742,19 +736,30 @@ fn finish<B: Backend>(
         .transpose()?
         .map(Metrics::from);
     let theta_local = backend.download(&run.best)?;
+    // Test entries whose user or item has no training entry (this process holds its users'
+    // whole rows; the item counts are the whole data's).
+    let (cu, ci) = &run.counts;
+    let lo = part.users.start;
+    let cold = (0..data.test.nnz())
+        .filter(|&k| {
+            cu[data.test.users[k] as usize - lo] == 0 || ci[data.test.items[k] as usize] == 0
+        })
+        .count();
     let (layout, theta_best, counts) = if part.sharded() {
         let whole = Layout {
             n_users: data.n_users(),
             ..local
         };
-        let theta = gather_theta(part.comm, &whole, &local, part.users.start, &theta_local)?;
-        let cold = cold_entries(part, data)? as f64;
-        let mut v = [data.valid.nnz() as f64, data.test.nnz() as f64, cold];
+        let theta = gather_theta(part.comm, &whole, &local, &theta_local)?;
+        let mut v = [data.valid.nnz() as f64, data.test.nnz() as f64, cold as f64];
         part.comm.sum_f64(&mut v)?;
         (whole, theta, [v[0] as usize, v[1] as usize, v[2] as usize])
     } else {
-        let c = [data.valid.nnz(), data.test.nnz(), data.cold_test_entries()];
-        (local, theta_local, c)
+        (
+            local,
+            theta_local,
+            [data.valid.nnz(), data.test.nnz(), cold],
+        )
     };
     let devices = {
         let info = serde_json::to_vec(&backend.info()).expect("serialisable");
@@ -807,23 +812,4 @@ fn finish<B: Backend>(
         theta: theta_best,
         clip: run.clip,
     })
-}
-
-/// This process's test entries whose user or item has no training entry anywhere (this process
-/// holds its users' whole rows; which items have entries is summed across processes).
-fn cold_entries(part: &Part, data: &Prepared) -> Result<usize> {
-    let mut has_item = vec![0f64; data.n_items()];
-    for &i in &data.train.items {
-        has_item[i as usize] = 1.0;
-    }
-    part.comm.sum_f64(&mut has_item)?;
-    let mut has_user = vec![false; data.n_users()];
-    for &u in &data.train.users {
-        has_user[u as usize] = true;
-    }
-    Ok((0..data.test.nnz())
-        .filter(|&k| {
-            !has_user[data.test.users[k] as usize] || has_item[data.test.items[k] as usize] == 0.0
-        })
-        .count())
 }

@@ -5,7 +5,7 @@
 //! processes end up with exactly the entries, ids and split of a one-process read, cut by user.
 
 use super::data::{split_masks, LoadHooks, Prepared};
-use crate::comm::{all_gather_u64, balanced_ranges, Comm};
+use crate::comm::{all_gather_u64, balanced_ranges, offset, Comm};
 use crate::config::DataConfig;
 use crate::data::read::{open_text_sized, read_from_with, DuplicatePolicy, Format, ReadOptions};
 use crate::data::split::{apply, apply3, held_random};
@@ -72,41 +72,18 @@ fn count_lines(path: &Path, range: &Range<u64>) -> Result<u64> {
     Ok(lines + (last != b'\n') as u64)
 }
 
-/// One entry on its way to its user's process.
-#[derive(Clone, Copy)]
+/// One entry on its way to its user's process (sent as raw bytes).
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 struct Rec {
-    file: u8,
+    /// Which of the config's files (train, then test).
+    file: u32,
     user: u32,
     item: u32,
     value: f32,
     /// Position among the file's entries (one process's order).
     pos: u64,
     line: u64,
-}
-
-const REC: usize = 4 + 4 + 4 + 4 + 8 + 8;
-
-impl Rec {
-    fn put(&self, out: &mut Vec<u8>) {
-        out.extend((self.file as u32).to_le_bytes());
-        out.extend(self.user.to_le_bytes());
-        out.extend(self.item.to_le_bytes());
-        out.extend(self.value.to_le_bytes());
-        out.extend(self.pos.to_le_bytes());
-        out.extend(self.line.to_le_bytes());
-    }
-    fn get(b: &[u8]) -> Rec {
-        let u32_at = |k: usize| u32::from_le_bytes(b[k..k + 4].try_into().expect("4 bytes"));
-        let u64_at = |k: usize| u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
-        Rec {
-            file: u32_at(0) as u8,
-            user: u32_at(4),
-            item: u32_at(8),
-            value: f32::from_le_bytes(b[12..16].try_into().expect("4 bytes")),
-            pos: u64_at(16),
-            line: u64_at(24),
-        }
-    }
 }
 
 fn encode_names(names: &[String]) -> Vec<u8> {
@@ -137,6 +114,21 @@ pub(super) fn gather_names(comm: &dyn Comm, names: &[String]) -> Result<Vec<Vec<
         .collect())
 }
 
+/// Adds every rank's `mine`, rank by rank, to `map` (new names in that order, as one reader
+/// meets them); returns the ids of this rank's names.
+pub(super) fn merge_names(comm: &dyn Comm, map: &mut IdMap, mine: &[String]) -> Result<Vec<u32>> {
+    let mut ids = Vec::with_capacity(mine.len());
+    for (r, names) in gather_names(comm, mine)?.iter().enumerate() {
+        for name in names {
+            let id = map.get_or_insert(name);
+            if r == comm.rank() {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// Reads `cfg`'s data (`path`, or `train` with an optional `test`; every file rangeable) as
 /// described in the module docs; returns this rank's share and its users.
 pub fn prepare_ranges(
@@ -162,10 +154,7 @@ pub fn prepare_ranges(
         } else {
             count_lines(path, &range)?
         };
-        let before: u64 = all_gather_u64(comm, &[lines_here])?[..rank]
-            .iter()
-            .map(|v| v[0])
-            .sum();
+        let (before, _) = offset(comm, lines_here)?;
         let (u0, i0) = (ds.users.len(), ds.items.len());
         let lines = std::sync::Mutex::new(Vec::new());
         let r = if range.is_empty() {
@@ -189,27 +178,13 @@ pub fn prepare_ranges(
     // 2. The ids: each file's new names, rank by rank, as one reader meets them.
     let mut users = IdMap::default();
     let mut items = IdMap::default();
-    let mut user_to = vec![0u32; ds.users.len()];
-    let mut item_to = vec![0u32; ds.items.len()];
+    // Local ids are numbered file by file, so each file's new ids extend the map.
+    let (mut user_to, mut item_to) = (Vec::new(), Vec::new());
     for f in 0..files.len() {
         let mine_u = &ds.users.names()[new_users[f].clone()];
+        user_to.extend(merge_names(comm, &mut users, mine_u)?);
         let mine_i = &ds.items.names()[new_items[f].clone()];
-        for (r, names) in gather_names(comm, mine_u)?.iter().enumerate() {
-            for (k, name) in names.iter().enumerate() {
-                let id = users.get_or_insert(name);
-                if r == rank {
-                    user_to[new_users[f].start + k] = id;
-                }
-            }
-        }
-        for (r, names) in gather_names(comm, mine_i)?.iter().enumerate() {
-            for (k, name) in names.iter().enumerate() {
-                let id = items.get_or_insert(name);
-                if r == rank {
-                    item_to[new_items[f].start + k] = id;
-                }
-            }
-        }
+        item_to.extend(merge_names(comm, &mut items, mine_i)?);
     }
     // 3. Owners: users in contiguous ranges balanced by their entries in every file.
     let mut per_user = vec![0f64; users.len()];
@@ -226,44 +201,40 @@ pub fn prepare_ranges(
         owner_of[r.clone()].fill(k as u32);
     }
     // 4. Every entry to its owner, with its position in its file and its line.
-    let mut to = vec![Vec::new(); n];
+    let mut to: Vec<Vec<Rec>> = vec![Vec::new(); n];
     for (f, (r, lines)) in local.iter().enumerate() {
-        let first: u64 = all_gather_u64(comm, &[r.nnz() as u64])?[..rank]
-            .iter()
-            .map(|v| v[0])
-            .sum();
+        let (first, _) = offset(comm, r.nnz() as u64)?;
         for k in 0..r.nnz() {
             let user = user_to[r.users[k] as usize];
-            Rec {
-                file: f as u8,
+            to[owner_of[user as usize] as usize].push(Rec {
+                file: f as u32,
                 user,
                 item: item_to[r.items[k] as usize],
                 value: r.values[k],
                 pos: first + k as u64,
                 line: lines[k],
-            }
-            .put(&mut to[owner_of[user as usize] as usize]);
+            });
         }
     }
     drop(local);
-    let got: Vec<Rec> = comm
-        .all_to_all_bytes(to)?
+    let bytes = to
         .iter()
-        .flat_map(|b| b.chunks_exact(REC).map(Rec::get).collect::<Vec<_>>())
+        .map(|v| bytemuck::cast_slice::<Rec, u8>(v).to_vec())
+        .collect();
+    let got: Vec<Rec> = comm
+        .all_to_all_bytes(bytes)?
+        .iter()
+        .flat_map(|b| bytemuck::pod_collect_to_vec::<u8, Rec>(b))
         .collect();
     // 5. Per file: duplicates met across ranges, then the split over one reader's positions.
     let mut parts = Vec::new();
     for (f, path) in files.iter().enumerate() {
-        let mut recs: Vec<Rec> = got.iter().filter(|r| r.file == f as u8).copied().collect();
+        let mut recs: Vec<Rec> = got.iter().filter(|r| r.file == f as u32).copied().collect();
         recs.sort_unstable_by_key(|r| r.pos);
         let removed = resolve_duplicates(path, &mut recs, cfg.duplicates, &users, &items)?;
         let mut gone: Vec<u64> = all_gather_u64(comm, &removed)?.concat();
         gone.sort_unstable();
-        let total: u64 = all_gather_u64(comm, &[recs.len() as u64])?
-            .iter()
-            .map(|v| v[0])
-            .sum();
-        let total = total as usize;
+        let total = offset(comm, recs.len() as u64)?.1 as usize;
         if total == 0 {
             return Err(Error::data(path, 0, "the file holds no ratings"));
         }
