@@ -441,30 +441,9 @@ fn prepare_shards(
     // The split of the parts' concatenation, as one process would draw it.
     let (at, total) = crate::comm::offset(comm, ratings.nnz() as u64)?;
     let (at, total) = (at as usize, total as usize);
-    let here = at..at + ratings.nnz();
-    let (train, valid, test) = if cfg.test_fraction > 0.0 {
-        let (held_test, held_valid) = split_masks(cfg, total);
-        let train_at = at - held_test[..at].iter().filter(|&&h| h).count();
-        let test_here = &held_test[here.clone()];
-        let n_train_here = test_here.iter().filter(|&&h| !h).count();
-        match held_valid {
-            Some(v) => apply3(&ratings, test_here, &v[train_at..train_at + n_train_here]),
-            None => {
-                let (train, test) = apply(&ratings, test_here);
-                (train, Ratings::default(), test)
-            }
-        }
-    } else if cfg.validation_fraction > 0.0 {
-        let held = held_random(
-            total,
-            cfg.validation_fraction,
-            cfg.split_seed.wrapping_add(1),
-        );
-        let (train, valid) = apply(&ratings, &held[here]);
-        (train, valid, Ratings::default())
-    } else {
-        (ratings, Ratings::default(), Ratings::default())
-    };
+    let pos: Vec<usize> = (at..at + ratings.nnz()).collect();
+    let (train, valid, test) =
+        super::ranges::split_positions(cfg, &ratings, &pos, total, cfg.test_fraction);
     Ok((
         Prepared {
             train,

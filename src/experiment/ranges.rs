@@ -249,49 +249,12 @@ pub fn prepare_ranges(
         }
         parts.push((ratings, pos, total));
     }
-    let pick =
-        |held: &[bool], pos: &[usize]| -> Vec<bool> { pos.iter().map(|&p| held[p]).collect() };
-    let vf = cfg.validation_fraction;
-    let vseed = cfg.split_seed.wrapping_add(1);
     let (train, valid, test) = if cfg.path.is_some() {
         let (r, pos, total) = &parts[0];
-        if cfg.test_fraction > 0.0 {
-            let (held_test, held_valid) = split_masks(cfg, *total);
-            let test_here = pick(&held_test, pos);
-            match held_valid {
-                Some(v) => {
-                    // Train positions: the test-kept positions before each.
-                    let mut kept_before = vec![0usize; held_test.len() + 1];
-                    for (k, &h) in held_test.iter().enumerate() {
-                        kept_before[k + 1] = kept_before[k] + (!h) as usize;
-                    }
-                    let valid_here: Vec<bool> = pos
-                        .iter()
-                        .filter(|&&p| !held_test[p])
-                        .map(|&p| v[kept_before[p]])
-                        .collect();
-                    apply3(r, &test_here, &valid_here)
-                }
-                None => {
-                    let (tr, te) = apply(r, &test_here);
-                    (tr, Ratings::default(), te)
-                }
-            }
-        } else if vf > 0.0 {
-            let held = held_random(*total, vf, vseed);
-            let (tr, va) = apply(r, &pick(&held, pos));
-            (tr, va, Ratings::default())
-        } else {
-            (r.clone(), Ratings::default(), Ratings::default())
-        }
+        split_positions(cfg, r, pos, *total, cfg.test_fraction)
     } else {
         let (r, pos, total) = &parts[0];
-        let (tr, va) = if vf > 0.0 {
-            let held = held_random(*total, vf, vseed);
-            apply(r, &pick(&held, pos))
-        } else {
-            (r.clone(), Ratings::default())
-        };
+        let (tr, va, _) = split_positions(cfg, r, pos, *total, 0.0);
         let te = parts.get(1).map(|p| p.0.clone()).unwrap_or_default();
         (tr, va, te)
     };
@@ -313,6 +276,50 @@ pub fn prepare_ranges(
         },
         owners[rank].clone(),
     ))
+}
+
+/// The test and validation split of one reader's `total` entries (`split_masks`, with a test
+/// fraction of `test_fraction`), applied to the entries `r` this process holds, at one reader's
+/// positions `pos` (ascending): (train, validation, test).
+pub(super) fn split_positions(
+    cfg: &DataConfig,
+    r: &Ratings,
+    pos: &[usize],
+    total: usize,
+    test_fraction: f64,
+) -> (Ratings, Ratings, Ratings) {
+    let pick = |held: &[bool]| -> Vec<bool> { pos.iter().map(|&p| held[p]).collect() };
+    let vf = cfg.validation_fraction;
+    if test_fraction > 0.0 {
+        let (held_test, held_valid) = split_masks(cfg, total);
+        let test_here = pick(&held_test);
+        match held_valid {
+            Some(v) => {
+                // A kept entry's validation mark sits at its rank among the kept positions,
+                // counted in one walk over the ascending positions.
+                let (mut at, mut kept) = (0, 0);
+                let mut valid_here = Vec::with_capacity(pos.len());
+                for &p in pos {
+                    kept += held_test[at..p].iter().filter(|&&h| !h).count();
+                    at = p;
+                    if !held_test[p] {
+                        valid_here.push(v[kept]);
+                    }
+                }
+                apply3(r, &test_here, &valid_here)
+            }
+            None => {
+                let (tr, te) = apply(r, &test_here);
+                (tr, Ratings::default(), te)
+            }
+        }
+    } else if vf > 0.0 {
+        let held = held_random(total, vf, cfg.split_seed.wrapping_add(1));
+        let (tr, va) = apply(r, &pick(&held));
+        (tr, va, Ratings::default())
+    } else {
+        (r.clone(), Ratings::default(), Ratings::default())
+    }
 }
 
 /// Resolves pairs seen in more than one range (each range resolved its own): `error` names the
