@@ -171,21 +171,12 @@ impl<'b, B: Backend> Problem<'b, B> {
         let Some(s) = &self.shard else {
             return Ok(());
         };
-        let mut host = Vec::new();
-        for r in &s.shared {
-            host.extend(self.backend.read_range(v, r.clone())?);
-        }
+        let mut host = self.backend.read_ranges(v, &s.shared)?;
         s.comm.sum_f32(&mut host)?;
-        let mut at = 0;
-        for r in &s.shared {
-            self.backend
-                .write_range(v, r.start, &host[at..at + r.len()])?;
-            at += r.len();
-        }
-        Ok(())
+        self.backend.write_ranges(v, &s.shared, &host)
     }
 
-    /// ½θᵀDθ·2 over the whole model (this process's share, summed by the caller).
+    /// θᵀDθ: this process's share of the ridge sum (the caller sums the shares).
     fn ridge_share(&self, theta: &B::Vector) -> Result<f64> {
         let reg = self.shard.as_ref().map_or(&self.reg, |s| &s.reg_own);
         self.backend.wdot(reg, theta, theta)

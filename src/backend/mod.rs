@@ -69,13 +69,22 @@ pub trait VectorOps {
     }
     fn download(&self, v: &Self::Vector) -> Result<Vec<f32>>;
     fn vec_len(&self, v: &Self::Vector) -> usize;
-    /// v[range] to the host (what a sharded run sums across processes). The default downloads
-    /// the whole vector.
-    fn read_range(&self, v: &Self::Vector, range: Range<usize>) -> Result<Vec<f32>> {
-        Ok(self.download(v)?[range].to_vec())
+    /// v[r] for each of `ranges`, one after another, to the host (what a sharded run sums across
+    /// processes). The default downloads the whole vector once.
+    fn read_ranges(&self, v: &Self::Vector, ranges: &[Range<usize>]) -> Result<Vec<f32>> {
+        let all = self.download(v)?;
+        Ok(ranges
+            .iter()
+            .flat_map(|r| all[r.clone()].iter().copied())
+            .collect())
     }
-    /// v[offset..offset + data.len()] ← data.
-    fn write_range(&self, v: &mut Self::Vector, offset: usize, data: &[f32]) -> Result<()>;
+    /// v[r] ← the next r.len() values of `data`, for each of `ranges` in turn.
+    fn write_ranges(
+        &self,
+        v: &mut Self::Vector,
+        ranges: &[Range<usize>],
+        data: &[f32],
+    ) -> Result<()>;
 
     /// dst ← src.
     fn copy(&self, src: &Self::Vector, dst: &mut Self::Vector) -> Result<()>;

@@ -31,12 +31,19 @@ impl VectorOps for CpuBackend {
     fn download(&self, v: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(v.clone())
     }
-    fn read_range(&self, v: &Vec<f32>, range: Range<usize>) -> Result<Vec<f32>> {
-        Ok(v[range].to_vec())
+    fn read_ranges(&self, v: &Vec<f32>, ranges: &[Range<usize>]) -> Result<Vec<f32>> {
+        Ok(ranges
+            .iter()
+            .flat_map(|r| v[r.clone()].iter().copied())
+            .collect())
     }
 
-    fn write_range(&self, v: &mut Vec<f32>, offset: usize, data: &[f32]) -> Result<()> {
-        v[offset..offset + data.len()].copy_from_slice(data);
+    fn write_ranges(&self, v: &mut Vec<f32>, ranges: &[Range<usize>], data: &[f32]) -> Result<()> {
+        let mut at = 0;
+        for r in ranges {
+            v[r.clone()].copy_from_slice(&data[at..at + r.len()]);
+            at += r.len();
+        }
         Ok(())
     }
 

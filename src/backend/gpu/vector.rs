@@ -172,11 +172,15 @@ impl VectorOps for GpuBackend {
         Ok(out)
     }
 
-    fn write_range(&self, v: &mut GpuVector, offset: usize, data: &[f32]) -> Result<()> {
-        // Through the host: a sharded run's item-side sums (no GPU here to tune a partial
-        // upload against).
+    fn write_ranges(&self, v: &mut GpuVector, ranges: &[Range<usize>], data: &[f32]) -> Result<()> {
+        // Through the host, once for all ranges: a sharded run's shared-row sums (no GPU here to
+        // tune a partial upload against).
         let mut host = self.download(v)?;
-        host[offset..offset + data.len()].copy_from_slice(data);
+        let mut at = 0;
+        for r in ranges {
+            host[r.clone()].copy_from_slice(&data[at..at + r.len()]);
+            at += r.len();
+        }
         *v = self.new_vector(v.blocking.clone(), Some(&host))?;
         Ok(())
     }
