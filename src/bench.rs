@@ -99,6 +99,7 @@ pub struct BenchConfig {
     /// Elements of the copy op's vectors.
     pub copy_elements: usize,
     pub threads: usize,
+    pub cpu: crate::config::CpuConfig,
     /// Where to write the JSON table (default runs/bench-NAME.json).
     pub output: Option<PathBuf>,
     /// N of the `topn` op.
@@ -134,6 +135,7 @@ impl Default for BenchConfig {
             output: None,
             top_n: 10,
             topn_model: None,
+            cpu: Default::default(),
             gpu: GpuConfig::default(),
         }
     }
@@ -649,7 +651,12 @@ pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<Vec<BenchRow>> {
     drop(data);
     let mut benched: Vec<String> = Vec::new();
     for &choice in &cfg.backends {
-        let opened = any::open(choice, cfg.threads, &(&cfg.gpu).into(), &|s| say(s));
+        let opened = any::open(
+            choice,
+            &cfg.cpu.options(cfg.threads),
+            &(&cfg.gpu).into(),
+            &|s| say(s),
+        );
         let backend = match opened {
             Ok(b) => b,
             // An explicit `gpu` that cannot be opened is reported and skipped, so a CPU-only

@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--sslf", default="target/release/sslf", help="path to the sslf binary")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both")
     ap.add_argument("--gpu", action="store_true", help="also time sslf's GPU backend")
+    ap.add_argument("--tile-items", type=int, default=None,
+                    help="sslf's cpu.tile_items (default: sslf's own; 0 untiled)")
     args = ap.parse_args()
     if not os.path.exists(args.sslf):
         sys.exit(f"{args.sslf}: not found (run `cargo build --release` first)")
@@ -127,6 +129,8 @@ def main():
             "ops": ["copy", "gn_product"], "repeats": args.repeats, "warmup": args.warmup,
             "threads": args.threads, "output": os.path.join(tmp, "bench.json"),
         }
+        if args.tile_items is not None:
+            cfg["cpu"] = {"tile_items": args.tile_items}
         cfg_path = os.path.join(tmp, "bench_config.json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)

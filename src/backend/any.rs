@@ -2,7 +2,7 @@
 //! backend. `train`, `experiment` and `bench` all open theirs here, so `auto`'s CPU fallback is
 //! decided (and said) once.
 
-use super::cpu::CpuBackend;
+use super::cpu::{CpuBackend, CpuOptions};
 use super::gpu::{GpuBackend, GpuOptions};
 use super::{Backend, DeviceInfo};
 use crate::error::Result;
@@ -41,16 +41,16 @@ macro_rules! with_backend {
     };
 }
 
-/// Opens the backend `choice` names. `threads` sizes the CPU pool (0: one per core). `auto`
+/// Opens the backend `choice` names; `cpu` sizes the CPU pool and its tiles. `auto`
 /// takes a hardware GPU when there is one; otherwise it tells `say` why, once, and opens the CPU.
 pub fn open(
     choice: BackendChoice,
-    threads: usize,
+    cpu: &CpuOptions,
     gpu: &GpuOptions,
     say: &dyn Fn(&str),
 ) -> Result<AnyBackend> {
     match choice {
-        BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new(threads)?)),
+        BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::open(cpu)?)),
         BackendChoice::Gpu => Ok(AnyBackend::Gpu(Box::new(GpuBackend::new(gpu)?))),
         BackendChoice::Auto => match GpuBackend::new_hardware(gpu) {
             Ok(g) => Ok(AnyBackend::Gpu(Box::new(g))),
@@ -58,7 +58,7 @@ pub fn open(
                 say(&format!(
                     "sslf: no hardware GPU ({e}); falling back to the CPU backend"
                 ));
-                Ok(AnyBackend::Cpu(CpuBackend::new(threads)?))
+                Ok(AnyBackend::Cpu(CpuBackend::open(cpu)?))
             }
         },
     }

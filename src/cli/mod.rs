@@ -260,7 +260,7 @@ pub struct EvalArgs {
 pub fn open_backend(cfg: &TrainConfig, say: &dyn Fn(&str)) -> Result<AnyBackend> {
     any::open(
         cfg.train.backend,
-        cfg.train.threads,
+        &cfg.cpu.options(cfg.train.threads),
         &(&cfg.gpu).into(),
         say,
     )
@@ -905,7 +905,9 @@ fn recommend(a: RecommendArgs) -> Result<()> {
     // The CPU path runs on rayon's global pool; only a GPU needs opening.
     let gpu = match a.backend {
         BackendChoice::Cpu => None,
-        choice => match any::open(choice, 1, &Default::default(), &|s| eprintln!("{s}"))? {
+        choice => match any::open(choice, &Default::default(), &Default::default(), &|s| {
+            eprintln!("{s}")
+        })? {
             AnyBackend::Gpu(g) => Some(g),
             AnyBackend::Cpu(_) => None,
         },

@@ -274,15 +274,15 @@ fn run_job(job: &Job, backends: &mut HashMap<String, AnyBackend>, data: &Prepare
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     let key = format!(
-        "{:?}/{}",
-        job.config.train.backend, job.config.train.threads
+        "{:?}/{}/{:?}",
+        job.config.train.backend, job.config.train.threads, job.config.cpu.tile_items
     );
     if !backends.contains_key(&key) {
         backends.insert(
             key.clone(),
             any::open(
                 job.config.train.backend,
-                job.config.train.threads,
+                &job.config.cpu.options(job.config.train.threads),
                 &(&job.config.gpu).into(),
                 &|s| eprintln!("{s}"),
             )?,

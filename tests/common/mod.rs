@@ -101,7 +101,8 @@ pub fn gpu_gl() -> Option<&'static GpuBackend> {
 }
 
 /// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
-/// `cpu_two_pass::name` (CSR + CSC passes), `gpu::name`, `gpu_chunked::name` (portable kernels) and
+/// `cpu_two_pass::name` (CSR + CSC passes), `cpu_tiled::name` and `cpu_tiled_two_pass::name`
+/// (both in 16 × 16 tiles, so a pass crosses many tiles), `gpu::name`, `gpu_chunked::name` (portable kernels) and
 /// `gpu_chunked_sg::name`, `gpu_streamed::name` and `gpu_gl::name` (wgpu's GL back end).
 #[macro_export]
 macro_rules! backend_suite {
@@ -111,6 +112,12 @@ macro_rules! backend_suite {
         }
         mod cpu_two_pass {
             $( #[test] fn $name() { super::$name(&$crate::common::cpu().with_fusion(sslf::backend::cpu::Fusion::Never)); } )*
+        }
+        mod cpu_tiled {
+            $( #[test] fn $name() { super::$name(&$crate::common::cpu().with_tile_items(Some(16))); } )*
+        }
+        mod cpu_tiled_two_pass {
+            $( #[test] fn $name() { super::$name(&$crate::common::cpu().with_tile_items(Some(16)).with_fusion(sslf::backend::cpu::Fusion::Never)); } )*
         }
         mod gpu {
             $( #[test] fn $name() { if let Some(g) = $crate::common::gpu() { super::$name(g); } } )*

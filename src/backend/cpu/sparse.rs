@@ -159,6 +159,8 @@ fn side_pass(
     out_bias: Option<&mut [f32]>,
     with_d: bool,
     sink: Option<&ItemSink>,
+    tile: Option<usize>,
+    sq_group: usize,
 ) -> (f64, Vec<f64>, Vec<Vec<f32>>) {
     let f = layout.rank;
     let dlen = if with_d { f } else { 0 };
@@ -180,144 +182,223 @@ fn side_pass(
         }));
     }
     let hess = matches!(pass, Pass::Curv { hessian: true, .. });
-    let partials: Vec<(f64, Vec<f64>, Vec<f32>)> = be.install(|| {
+    // Untiled: one row at a time over all its columns. Tiled: `n` rows at a time, and across
+    // them the columns in windows of `n`, so each row's entries still come in column order and
+    // each column's in row order (every f32 sum is added in the untiled order).
+    let (sub_rows, window) = match tile {
+        Some(n) => (n.max(1), n.max(1)),
+        None => (1, usize::MAX),
+    };
+    let n_cols = csr.n_cols;
+    let partials: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)> = be.install(|| {
         row_chunks
             .into_par_iter()
             .zip(bias_chunks.into_par_iter())
             .zip(blocks.par_iter())
             .map(|((mut rows, mut biases), blk)| {
-                let mut sq = 0f64;
+                // Σe² per group of `sq_group` rows from the block's start, each the rows' sums
+                // added in row order.
+                let mut sq = vec![0f64; blk.len().div_ceil(sq_group.max(1)).max(1)];
                 let mut dpart = vec![0f64; dlen];
                 let mut items = sink
                     .map(|s| vec![0f32; s.th.own.len() / f.max(1) * s.width])
                     .unwrap_or_default();
-                let mut acc = vec![0f32; f]; // Σ w·other (or Σ s·other)
-                let mut acc2 = vec![0f32; f]; // Hessian: Σ w·d_other
-                let mut acc3 = vec![0f32; f]; // Hessian: Σ w·other
-                for (j, r) in blk.clone().enumerate() {
-                    let a = &th.own[r * f..(r + 1) * f];
-                    let ba = th.own_bias.get(r).copied().unwrap_or(0.0);
-                    acc.fill(0.0);
-                    acc2.fill(0.0);
-                    acc3.fill(0.0);
-                    let mut bias_acc = 0f32;
-                    for k in csr.row_range(r) {
-                        let c = csr.index[k] as usize;
-                        let b = &th.other[c * f..(c + 1) * f];
-                        let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
-                        // The residual, needed by every pass but the Gauss–Newton product.
-                        let e = || csr.values[k] - predict(layout, a, b, ba, bb, th.d);
-                        // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
-                        let (w1, w2) = match pass {
-                            Pass::Loss => {
-                                sq += (e() as f64).powi(2);
+                let sub = sub_rows.min(blk.len().max(1));
+                let hlen = if hess { sub * f } else { 0 };
+                let mut accs = vec![0f32; sub * f]; // Σ w·other (or Σ s·other), per row
+                let mut acc2s = vec![0f32; hlen]; // Hessian: Σ w·d_other
+                let mut acc3s = vec![0f32; hlen]; // Hessian: Σ w·other
+                let mut bias_accs = vec![0f32; sub];
+                // Σe² per row, added in row order: the f64 loss does not depend on the tiles.
+                let mut row_sq = vec![0f64; sub];
+                let mut cursor = vec![0usize; sub];
+                let mut s0 = blk.start;
+                while s0 < blk.end {
+                    let s1 = (s0 + sub).min(blk.end);
+                    for (jj, r) in (s0..s1).enumerate() {
+                        cursor[jj] = csr.ptr[r] as usize;
+                    }
+                    accs.fill(0.0);
+                    acc2s.fill(0.0);
+                    acc3s.fill(0.0);
+                    bias_accs.fill(0.0);
+                    row_sq.fill(0.0);
+                    let mut c0 = 0usize;
+                    loop {
+                        let c1 = c0.saturating_add(window).min(n_cols);
+                        for (jj, r) in (s0..s1).enumerate() {
+                            let row_end = csr.ptr[r + 1] as usize;
+                            let from = cursor[jj];
+                            let to = if c1 >= n_cols {
+                                row_end
+                            } else {
+                                let mut k = from;
+                                while k < row_end && (csr.index[k] as usize) < c1 {
+                                    k += 1;
+                                }
+                                k
+                            };
+                            cursor[jj] = to;
+                            if from == to {
                                 continue;
                             }
-                            Pass::Grad => {
-                                let e = e();
-                                sq += (e as f64) * (e as f64);
-                                add_scaled(&mut acc, -e, b);
-                                bias_acc -= e;
-                                (-e, 0.0)
-                            }
-                            Pass::Curv { v, hessian } => {
-                                let da = &v.own[r * f..(r + 1) * f];
-                                let db = &v.other[c * f..(c + 1) * f];
-                                let s = match layout.kind {
-                                    ModelKind::Lf => {
-                                        let s = lane_sum([da, b, a, db], |[da, b, a, db]| {
-                                            da * b + a * db
-                                        });
-                                        if layout.biases {
-                                            s + v.own_bias[r] + v.other_bias[c]
-                                        } else {
-                                            s
-                                        }
+                            let a = &th.own[r * f..(r + 1) * f];
+                            let ba = th.own_bias.get(r).copied().unwrap_or(0.0);
+                            let acc = &mut accs[jj * f..(jj + 1) * f];
+                            let (acc2, acc3): (&mut [f32], &mut [f32]) = if hess {
+                                (
+                                    &mut acc2s[jj * f..(jj + 1) * f],
+                                    &mut acc3s[jj * f..(jj + 1) * f],
+                                )
+                            } else {
+                                (&mut [], &mut [])
+                            };
+                            let bias_acc = &mut bias_accs[jj];
+                            let sq = &mut row_sq[jj];
+                            for k in from..to {
+                                let c = csr.index[k] as usize;
+                                let b = &th.other[c * f..(c + 1) * f];
+                                let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
+                                // The residual, needed by every pass but the Gauss–Newton
+                                // product.
+                                let e = || csr.values[k] - predict(layout, a, b, ba, bb, th.d);
+                                // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
+                                let (w1, w2) = match pass {
+                                    Pass::Loss => {
+                                        *sq += (e() as f64).powi(2);
+                                        continue;
                                     }
-                                    ModelKind::Udv => lane_sum(
-                                        [da, b, a, db, th.d, v.d],
-                                        |[da, b, a, db, d, dd]| d * (da * b + a * db) + dd * a * b,
-                                    ),
+                                    Pass::Grad => {
+                                        let e = e();
+                                        *sq += (e as f64) * (e as f64);
+                                        add_scaled(acc, -e, b);
+                                        *bias_acc -= e;
+                                        (-e, 0.0)
+                                    }
+                                    Pass::Curv { v, hessian } => {
+                                        let da = &v.own[r * f..(r + 1) * f];
+                                        let db = &v.other[c * f..(c + 1) * f];
+                                        let s = match layout.kind {
+                                            ModelKind::Lf => {
+                                                let s =
+                                                    lane_sum([da, b, a, db], |[da, b, a, db]| {
+                                                        da * b + a * db
+                                                    });
+                                                if layout.biases {
+                                                    s + v.own_bias[r] + v.other_bias[c]
+                                                } else {
+                                                    s
+                                                }
+                                            }
+                                            ModelKind::Udv => lane_sum(
+                                                [da, b, a, db, th.d, v.d],
+                                                |[da, b, a, db, d, dd]| {
+                                                    d * (da * b + a * db) + dd * a * b
+                                                },
+                                            ),
+                                        };
+                                        add_scaled(acc, s, b);
+                                        *bias_acc += s;
+                                        let mut w = 0.0;
+                                        if *hessian {
+                                            w = -e();
+                                            add_scaled(acc2, w, db);
+                                            add_scaled(acc3, w, b);
+                                        }
+                                        (s, w)
+                                    }
                                 };
-                                add_scaled(&mut acc, s, b);
-                                bias_acc += s;
-                                let mut w = 0.0;
-                                if *hessian {
-                                    w = -e();
-                                    add_scaled(&mut acc2, w, db);
-                                    add_scaled(&mut acc3, w, b);
-                                }
-                                (s, w)
-                            }
-                        };
-                        if let Some(sk) = sink {
-                            // Entry (r, c) seen from item c: its own row gets w1·∂r̂/∂(row c).
-                            let dst = &mut items[c * sk.width..(c + 1) * sk.width];
-                            let da: &[f32] =
-                                sk.v.as_ref()
-                                    .map(|v| &v.other[r * f..(r + 1) * f])
-                                    .unwrap_or(&[]);
-                            match layout.kind {
-                                ModelKind::Lf => {
-                                    add_scaled(&mut dst[..f], w1, a);
-                                    if w2 != 0.0 {
-                                        add_scaled(&mut dst[..f], w2, da);
-                                    }
-                                }
-                                ModelKind::Udv => {
-                                    let dd: &[f32] = sk.v.as_ref().map(|v| v.d).unwrap_or(&[]);
-                                    for t in 0..f {
-                                        let mut x = th.d[t] * w1 * a[t];
-                                        if w2 != 0.0 {
-                                            x += th.d[t] * w2 * da[t] + dd[t] * w2 * a[t];
+                                if let Some(sk) = sink {
+                                    // Entry (r, c) seen from item c: its own row gets
+                                    // w1·∂r̂/∂(row c).
+                                    let dst = &mut items[c * sk.width..(c + 1) * sk.width];
+                                    let da: &[f32] =
+                                        sk.v.as_ref()
+                                            .map(|v| &v.other[r * f..(r + 1) * f])
+                                            .unwrap_or(&[]);
+                                    match layout.kind {
+                                        ModelKind::Lf => {
+                                            add_scaled(&mut dst[..f], w1, a);
+                                            if w2 != 0.0 {
+                                                add_scaled(&mut dst[..f], w2, da);
+                                            }
                                         }
-                                        dst[t] += x;
+                                        ModelKind::Udv => {
+                                            let dd: &[f32] =
+                                                sk.v.as_ref().map(|v| v.d).unwrap_or(&[]);
+                                            for t in 0..f {
+                                                let mut x = th.d[t] * w1 * a[t];
+                                                if w2 != 0.0 {
+                                                    x += th.d[t] * w2 * da[t] + dd[t] * w2 * a[t];
+                                                }
+                                                dst[t] += x;
+                                            }
+                                        }
                                     }
+                                    dst[f] += w1;
                                 }
                             }
-                            dst[f] += w1;
                         }
+                        if c1 >= n_cols {
+                            break;
+                        }
+                        c0 = c1;
+                    }
+                    for (jj, x) in row_sq[..s1 - s0].iter().enumerate() {
+                        sq[(s0 + jj - blk.start) / sq_group.max(1)] += x;
                     }
                     let Some(rows) = rows.as_deref_mut() else {
+                        s0 = s1;
                         continue;
                     };
-                    let row = &mut rows[j * f..(j + 1) * f];
-                    match layout.kind {
-                        ModelKind::Lf => {
-                            for t in 0..f {
-                                row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
-                            }
-                            if let Some(bo) = biases.as_deref_mut() {
-                                bo[j] = bias_acc;
-                            }
-                        }
-                        ModelKind::Udv => {
-                            let dv: &[f32] = match pass {
-                                Pass::Curv { v, .. } => v.d,
-                                _ => &[],
-                            };
-                            for t in 0..f {
-                                let mut o = th.d[t] * acc[t];
-                                if hess {
-                                    o += th.d[t] * acc2[t] + dv[t] * acc3[t];
+                    for (jj, r) in (s0..s1).enumerate() {
+                        let j = r - blk.start;
+                        let a = &th.own[r * f..(r + 1) * f];
+                        let acc = &accs[jj * f..(jj + 1) * f];
+                        let (acc2, acc3): (&[f32], &[f32]) = if hess {
+                            (&acc2s[jj * f..(jj + 1) * f], &acc3s[jj * f..(jj + 1) * f])
+                        } else {
+                            (&[], &[])
+                        };
+                        let row = &mut rows[j * f..(j + 1) * f];
+                        match layout.kind {
+                            ModelKind::Lf => {
+                                for t in 0..f {
+                                    row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
                                 }
-                                row[t] = o;
+                                if let Some(bo) = biases.as_deref_mut() {
+                                    bo[j] = bias_accs[jj];
+                                }
                             }
-                            if with_d {
-                                let da: &[f32] = match pass {
-                                    Pass::Curv { v, .. } => &v.own[r * f..(r + 1) * f],
+                            ModelKind::Udv => {
+                                let dv: &[f32] = match pass {
+                                    Pass::Curv { v, .. } => v.d,
                                     _ => &[],
                                 };
                                 for t in 0..f {
-                                    let mut x = a[t] * acc[t];
+                                    let mut o = th.d[t] * acc[t];
                                     if hess {
-                                        x += da[t] * acc3[t] + a[t] * acc2[t];
+                                        o += th.d[t] * acc2[t] + dv[t] * acc3[t];
                                     }
-                                    dpart[t] += x as f64;
+                                    row[t] = o;
+                                }
+                                if with_d {
+                                    let da: &[f32] = match pass {
+                                        Pass::Curv { v, .. } => &v.own[r * f..(r + 1) * f],
+                                        _ => &[],
+                                    };
+                                    for t in 0..f {
+                                        let mut x = a[t] * acc[t];
+                                        if hess {
+                                            x += da[t] * acc3[t] + a[t] * acc2[t];
+                                        }
+                                        dpart[t] += x as f64;
+                                    }
                                 }
                             }
                         }
                     }
+                    s0 = s1;
                 }
                 (sq, dpart, items)
             })
@@ -327,7 +408,9 @@ fn side_pass(
     let mut d = vec![0f64; dlen];
     let mut item_bufs = Vec::new();
     for (s, dp, items) in partials {
-        sq += s;
+        for x in s {
+            sq += x;
+        }
         for t in 0..dlen {
             d[t] += dp[t];
         }
@@ -336,9 +419,10 @@ fn side_pass(
     (sq, d, item_bufs)
 }
 
-/// Blocks of `ROWS` rows: the unfused partition.
-fn row_blocks(n_rows: usize) -> Vec<std::ops::Range<usize>> {
-    crate::backend::partition(n_rows, ROWS).collect()
+/// Blocks of `ROWS` rows (when tiled, of one tile's rows rounded up to a multiple of `ROWS`):
+/// the unfused partition. Their Σe² partials are taken per `ROWS` rows either way.
+fn row_blocks(n_rows: usize, tile: Option<usize>) -> Vec<std::ops::Range<usize>> {
+    crate::backend::partition(n_rows, tile.unwrap_or(0).next_multiple_of(ROWS).max(ROWS)).collect()
 }
 
 /// About `n` blocks of consecutive rows with balanced entry counts (depends on the data only).
@@ -376,6 +460,37 @@ fn fused_blocks(fusion: Fusion, m: &Matrix) -> Option<Vec<std::ops::Range<usize>
         Fusion::Auto => m.nnz() >= 64 * m.n_items() && m.nnz() >= FUSE_BLOCKS * ROWS,
     };
     fuse.then(|| balanced_blocks(&m.by_user, FUSE_BLOCKS))
+}
+
+/// Entries on the CPU backend: the ratings as given and, when tiled, the order a tiled pass
+/// walks them in (tiles of t users × t items, user tiles in order, item tiles in order inside
+/// each, (user, item) order inside a tile) with each entry's place in that order. Evaluation
+/// predicts in tile order and sums in the given order, so its sums do not depend on the tiles.
+pub struct CpuEntries {
+    ratings: Ratings,
+    tiled: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+impl CpuEntries {
+    fn new(r: &Ratings, tile: Option<usize>) -> Self {
+        let tiled = tile.map(|t| {
+            let t = t.max(1) as u32;
+            let mut order: Vec<u32> = (0..r.nnz() as u32).collect();
+            order.sort_by_key(|&k| {
+                let (u, i) = (r.users[k as usize], r.items[k as usize]);
+                (u / t, i / t, u, i)
+            });
+            let mut place = vec![0u32; order.len()];
+            for (j, &k) in order.iter().enumerate() {
+                place[k as usize] = j as u32;
+            }
+            (order, place)
+        });
+        CpuEntries {
+            ratings: r.clone(),
+            tiled,
+        }
+    }
 }
 
 /// Splits an output vector into its user-side and item-side blocks (rows and biases) and the d
@@ -425,6 +540,7 @@ impl CpuBackend {
         let o = out_blocks(layout, out);
         let udv = layout.kind == ModelKind::Udv;
         let th_users = view(layout, theta, Side::Users);
+        let tile = self.tile(layout);
         let (sq, dsum) = match fused_blocks(self.fusion, m) {
             Some(blocks) => {
                 let sink = ItemSink {
@@ -443,6 +559,8 @@ impl CpuBackend {
                     o.b,
                     udv,
                     Some(&sink),
+                    tile,
+                    usize::MAX,
                 );
                 // Item rows: the blocks' buffers added in block order.
                 let width = sink.width;
@@ -472,11 +590,13 @@ impl CpuBackend {
                     &m.by_user,
                     &th_users,
                     &pass(Side::Users),
-                    &row_blocks(m.n_users()),
+                    &row_blocks(m.n_users(), tile),
                     Some(o.p),
                     o.b,
                     udv,
                     None,
+                    tile,
+                    ROWS,
                 );
                 side_pass(
                     self,
@@ -484,11 +604,13 @@ impl CpuBackend {
                     &m.by_item,
                     &view(layout, theta, Side::Items),
                     &pass(Side::Items),
-                    &row_blocks(m.n_items()),
+                    &row_blocks(m.n_items(), tile),
                     Some(o.q),
                     o.c,
                     false,
                     None,
+                    tile,
+                    ROWS,
                 );
                 (sq, dsum)
             }
@@ -504,7 +626,7 @@ impl CpuBackend {
 
 impl SparseOps for CpuBackend {
     type Matrix = Matrix;
-    type Entries = Ratings;
+    type Entries = CpuEntries;
     type Precond = super::CpuPrecond;
 
     fn precond_new(
@@ -567,24 +689,27 @@ impl SparseOps for CpuBackend {
         check_shape(m.n_users(), m.n_items(), layout)?;
         Ok(m.clone())
     }
-    fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<Ratings> {
+    fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<CpuEntries> {
         check_entries(r, layout)?;
-        Ok(r.clone())
+        Ok(CpuEntries::new(r, self.tile(layout)))
     }
 
     fn sq_error(&self, m: &Matrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
         let th = view(layout, theta, Side::Users);
+        let tile = self.tile(layout);
         Ok(side_pass(
             self,
             layout,
             &m.by_user,
             &th,
             &Pass::Loss,
-            &row_blocks(m.n_users()),
+            &row_blocks(m.n_users(), tile),
             None,
             None,
             false,
             None,
+            tile,
+            ROWS,
         )
         .0)
     }
@@ -615,29 +740,48 @@ impl SparseOps for CpuBackend {
 
     fn evaluate(
         &self,
-        e: &Ratings,
+        entries: &CpuEntries,
         layout: &Layout,
         theta: &Vec<f32>,
         clip: (f32, f32),
     ) -> Result<EvalSums> {
         let th = view(layout, theta, Side::Users);
         let f = layout.rank;
+        let e = &entries.ratings;
         let n = e.nnz();
+        let pred = |k: usize| {
+            let (u, i) = (e.users[k] as usize, e.items[k] as usize);
+            predict(
+                layout,
+                &th.own[u * f..(u + 1) * f],
+                &th.other[i * f..(i + 1) * f],
+                th.own_bias.get(u).copied().unwrap_or(0.0),
+                th.other_bias.get(i).copied().unwrap_or(0.0),
+                th.d,
+            )
+        };
         let partials: Vec<[f64; 4]> = self.install(|| {
+            // Tiled: the predictions in tile order first, then the sums in the given order.
+            let preds: Option<(Vec<f32>, &[u32])> = entries.tiled.as_ref().map(|(order, place)| {
+                let mut p = vec![0f32; n];
+                p.par_chunks_mut(CHUNK)
+                    .zip(order.par_chunks(CHUNK))
+                    .for_each(|(p, o)| {
+                        for (p, &k) in p.iter_mut().zip(o) {
+                            *p = pred(k as usize);
+                        }
+                    });
+                (p, place.as_slice())
+            });
             (0..n.div_ceil(CHUNK))
                 .into_par_iter()
                 .map(|blk| {
                     let mut s = [0f64; 4];
                     for k in blk * CHUNK..((blk + 1) * CHUNK).min(n) {
-                        let (u, i) = (e.users[k] as usize, e.items[k] as usize);
-                        let pred = predict(
-                            layout,
-                            &th.own[u * f..(u + 1) * f],
-                            &th.other[i * f..(i + 1) * f],
-                            th.own_bias.get(u).copied().unwrap_or(0.0),
-                            th.other_bias.get(i).copied().unwrap_or(0.0),
-                            th.d,
-                        );
+                        let pred = match &preds {
+                            Some((p, place)) => p[place[k] as usize],
+                            None => pred(k),
+                        };
                         let err = (e.values[k] - pred) as f64;
                         let errc = (e.values[k] - pred.clamp(clip.0, clip.1)) as f64;
                         s[0] += err * err;

@@ -1,0 +1,118 @@
+//! The CPU backend's 2D tiles change only the order in which entries are visited, never the order
+//! in which any sum is added: every gradient, curvature product, loss and evaluation must equal the
+//! untiled one to the bit, fused or not, for tiles that cut the rows and columns anywhere.
+
+mod common;
+
+use common::{cpu, fixture};
+use sslf::backend::cpu::{auto_tile, CpuBackend, Fusion, TILE_BUDGET_BYTES};
+use sslf::backend::{Curvature, SparseOps};
+use sslf::model::{ModelKind, Regularization};
+
+fn backends(fusion: Fusion) -> Vec<(String, CpuBackend)> {
+    [
+        Some(0),
+        Some(1),
+        Some(7),
+        Some(16),
+        Some(64),
+        Some(1000),
+        None,
+    ]
+    .into_iter()
+    .map(|t| {
+        (
+            format!("tile {t:?}, {fusion:?}"),
+            cpu().with_fusion(fusion).with_tile_items(t),
+        )
+    })
+    .collect()
+}
+
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits()
+}
+
+#[test]
+fn tiled_passes_equal_the_untiled_ones_bitwise() {
+    for (kind, biases) in [
+        (ModelKind::Lf, true),
+        (ModelKind::Lf, false),
+        (ModelKind::Udv, false),
+    ] {
+        let fx = fixture(kind, biases, Regularization::PerEntry, 3);
+        let l = &fx.layout;
+        for fusion in [Fusion::Always, Fusion::Never] {
+            let all = backends(fusion);
+            let (_, base) = &all[0];
+            let mut g0 = vec![0f32; l.len()];
+            let sq0 = base.gradient(&fx.matrix, l, &fx.theta, &mut g0).unwrap();
+            let loss0 = base.sq_error(&fx.matrix, l, &fx.theta).unwrap();
+            let mut gn0 = vec![0f32; l.len()];
+            let mut h0 = vec![0f32; l.len()];
+            base.curvature_product(
+                &fx.matrix,
+                l,
+                &fx.theta,
+                &fx.v,
+                &mut gn0,
+                Curvature::GaussNewton,
+            )
+            .unwrap();
+            base.curvature_product(&fx.matrix, l, &fx.theta, &fx.v, &mut h0, Curvature::Hessian)
+                .unwrap();
+            for (name, b) in &all[1..] {
+                let what = format!("{kind:?} biases={biases} {name}");
+                let mut g = vec![0f32; l.len()];
+                let sq = b.gradient(&fx.matrix, l, &fx.theta, &mut g).unwrap();
+                assert!(
+                    g.iter().zip(&g0).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{what}: gradient differs"
+                );
+                assert!(same(sq, sq0), "{what}: Σe² {sq} vs {sq0}");
+                let loss = b.sq_error(&fx.matrix, l, &fx.theta).unwrap();
+                assert!(same(loss, loss0), "{what}: loss {loss} vs {loss0}");
+                let ev = |b: &CpuBackend| {
+                    let e = b.upload_entries(&fx.ratings, l).unwrap();
+                    b.evaluate(&e, l, &fx.theta, (1.0, 5.0)).unwrap()
+                };
+                let (e, e0) = (ev(b), ev(base));
+                assert_eq!(e.count, e0.count, "{what}");
+                for (x, y) in [
+                    (e.sse, e0.sse),
+                    (e.sae, e0.sae),
+                    (e.sse_clipped, e0.sse_clipped),
+                    (e.sae_clipped, e0.sae_clipped),
+                ] {
+                    assert!(same(x, y), "{what}: evaluation {x} vs {y}");
+                }
+                for (curv, want) in [(Curvature::GaussNewton, &gn0), (Curvature::Hessian, &h0)] {
+                    let mut out = vec![0f32; l.len()];
+                    b.curvature_product(&fx.matrix, l, &fx.theta, &fx.v, &mut out, curv)
+                        .unwrap();
+                    assert!(
+                        out.iter()
+                            .zip(want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{what}: {curv:?} product differs"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_default_tile_fits_the_budget_at_every_rank() {
+    for f in [1, 8, 32, 64, 128, 256, 1024] {
+        let t = auto_tile(f);
+        assert!(t >= 64 && t.is_multiple_of(64), "rank {f}: tile {t}");
+        if t > 64 {
+            assert!(
+                t * (8 * f + 3) * 4 <= TILE_BUDGET_BYTES,
+                "rank {f}: tile {t}"
+            );
+        }
+    }
+    assert!(auto_tile(32) > auto_tile(128));
+}
