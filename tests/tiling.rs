@@ -5,7 +5,7 @@
 mod common;
 
 use common::{cpu, fixture};
-use sslf::backend::cpu::{auto_tile, CpuBackend, Fusion, TILE_BUDGET_BYTES};
+use sslf::backend::cpu::{auto_tile, tiles_pay, CpuBackend, Fusion, TILE_BUDGET_BYTES};
 use sslf::backend::{Curvature, SparseOps};
 use sslf::model::{ModelKind, Regularization};
 
@@ -109,10 +109,23 @@ fn the_default_tile_fits_the_budget_at_every_rank() {
         assert!(t >= 64 && t.is_multiple_of(64), "rank {f}: tile {t}");
         if t > 64 {
             assert!(
-                t * (8 * f + 3) * 4 <= TILE_BUDGET_BYTES,
+                t * (3 * f + 3) * 4 <= TILE_BUDGET_BYTES,
                 "rank {f}: tile {t}"
             );
         }
     }
     assert!(auto_tile(32) > auto_tile(128));
+}
+
+#[test]
+fn default_tiles_are_taken_only_where_they_pay() {
+    let t = auto_tile(32);
+    // Dense rows: a visit finds ~10 entries.
+    assert!(tiles_pay(32, t, 100_000, 50_000, 20_000_000));
+    // Sparse rows, item rows in L3 (8 MB): not tiled.
+    assert!(!tiles_pay(32, t, 1_000_000, 20_000, 20_000_000));
+    // Sparse rows, item rows past L3 (20 MB): tiled.
+    assert!(tiles_pay(32, t, 1_000_000, 50_000, 20_000_000));
+    // Every other row in one tile: never.
+    assert!(!tiles_pay(32, t, 10, t, 1_000_000));
 }

@@ -73,12 +73,17 @@ impl CpuBackend {
         self
     }
 
-    /// The tile size in force for a model of this layout (None: untiled).
-    pub(crate) fn tile(&self, layout: &crate::model::Layout) -> Option<usize> {
+    /// The tile size in force for a pass that reduces `nnz` entries over `own` rows, gathering
+    /// from `other` rows (None: untiled). A size that was set is used as it is; the default
+    /// ([`auto_tile`]) is used only where it pays (see [`tiles_pay`]).
+    pub(crate) fn tile(&self, f: usize, own: usize, other: usize, nnz: usize) -> Option<usize> {
         match self.tile_items {
             Some(0) => None,
             Some(n) => Some(n),
-            None => Some(auto_tile(layout.rank)),
+            None => {
+                let t = auto_tile(f);
+                tiles_pay(f, t, own, other, nnz).then_some(t)
+            }
         }
     }
 
@@ -92,17 +97,37 @@ impl CpuBackend {
     }
 }
 
-/// The L2 share a tile's rows may fill: the 1 MiB of L2 per core of common server CPUs.
+/// The L2 a tile's item rows may fill: the 1 MiB of L2 per core of common server CPUs.
 pub const TILE_BUDGET_BYTES: usize = 1 << 20;
 
-/// The default tile size at rank `f`: the most rows per side (a multiple of 64, at least 64)
-/// such that a tile's rows of every array a pass touches fit [`TILE_BUDGET_BYTES`]. The widest
-/// pass (the Hessian product with the item side fused) touches 8 f-wide rows and 3 scalars per
-/// row pair: θ, v, the accumulators of the own side, and θ, v and the fused accumulator of the
-/// other side. Rank 32: 960; rank 128: 192.
+/// The default tile size at rank `f`: the most item rows (a multiple of 64, at least 64) whose
+/// rows of every item-side array a pass touches fit [`TILE_BUDGET_BYTES`]: θ's and v's rows and
+/// the fused accumulator's, with their biases, (3f + 3) floats per item. The user side of a tile
+/// streams through once per tile and is not counted. Rank 32: 2,624; rank 128: 640.
 pub fn auto_tile(f: usize) -> usize {
-    let per_pair = (8 * f + 3) * std::mem::size_of::<f32>();
-    (TILE_BUDGET_BYTES / per_pair / 64 * 64).max(64)
+    let per_item = (3 * f + 3) * std::mem::size_of::<f32>();
+    (TILE_BUDGET_BYTES / per_item / 64 * 64).max(64)
+}
+
+/// Other-side rows past this many bytes (of the arrays a pass gathers) are tiled whatever the
+/// density: they no longer fit a core's share of L3.
+pub const TILE_ALWAYS_BYTES: usize = 16 << 20;
+
+/// Whether tiles of `t` pay for a pass over `own` rows with `nnz` entries gathering from `other`
+/// rows at rank `f`. A tile brings `t` other rows into L2, but it visits each own row once per
+/// tile, reloading that row's state; that pays when a visit finds several entries (the mean
+/// `nnz / own · t / other` ≥ 4), or when the other side's rows are too many to stay in L3 anyway
+/// (more than [`TILE_ALWAYS_BYTES`]). Never when all other rows fit one tile. Measured on a
+/// 2-core VM at rank 32 (benches/RESULTS.md): 1M users × 20k or 30k items × 20M entries (2.6 and
+/// 1.8 entries per visit, 8 and 12 MB of item rows) gain nothing or lose up to 25%; 1M × 50k
+/// (20 MB) gains 20% on the Gauss–Newton product; 100k × 50k (10.5 per visit) gains 2×.
+pub fn tiles_pay(f: usize, t: usize, own: usize, other: usize, nnz: usize) -> bool {
+    if other <= t {
+        return false;
+    }
+    let per_visit = nnz as f64 / own.max(1) as f64 * t as f64 / other as f64;
+    let other_bytes = other * (3 * f + 3) * std::mem::size_of::<f32>();
+    per_visit >= 4.0 || other_bytes > TILE_ALWAYS_BYTES
 }
 
 impl Backend for CpuBackend {
@@ -115,7 +140,7 @@ impl Backend for CpuBackend {
                 match self.tile_items {
                     Some(0) => "untiled".to_string(),
                     Some(n) => format!("tiles of {n}"),
-                    None => "tiles by rank".to_string(),
+                    None => "tiles where they pay".to_string(),
                 }
             ),
             device_type: "Host".into(),

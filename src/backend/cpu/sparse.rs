@@ -211,12 +211,21 @@ fn side_pass(
                 let mut bias_accs = vec![0f32; sub];
                 // Σe² per row, added in row order: the f64 loss does not depend on the tiles.
                 let mut row_sq = vec![0f64; sub];
+                // Per row of the sub-block: where its walk stands, and the column there (u32::MAX
+                // once done), so a tile that holds none of a row's entries costs one load.
                 let mut cursor = vec![0usize; sub];
+                let mut next = vec![u32::MAX; sub];
                 let mut s0 = blk.start;
                 while s0 < blk.end {
                     let s1 = (s0 + sub).min(blk.end);
                     for (jj, r) in (s0..s1).enumerate() {
-                        cursor[jj] = csr.ptr[r] as usize;
+                        let k = csr.ptr[r] as usize;
+                        cursor[jj] = k;
+                        next[jj] = if k < csr.ptr[r + 1] as usize {
+                            csr.index[k]
+                        } else {
+                            u32::MAX
+                        };
                     }
                     accs.fill(0.0);
                     acc2s.fill(0.0);
@@ -227,21 +236,26 @@ fn side_pass(
                     loop {
                         let c1 = c0.saturating_add(window).min(n_cols);
                         for (jj, r) in (s0..s1).enumerate() {
+                            if next[jj] as usize >= c1 {
+                                continue;
+                            }
                             let row_end = csr.ptr[r + 1] as usize;
                             let from = cursor[jj];
                             let to = if c1 >= n_cols {
                                 row_end
                             } else {
-                                let mut k = from;
+                                let mut k = from + 1;
                                 while k < row_end && (csr.index[k] as usize) < c1 {
                                     k += 1;
                                 }
                                 k
                             };
                             cursor[jj] = to;
-                            if from == to {
-                                continue;
-                            }
+                            next[jj] = if to < row_end {
+                                csr.index[to]
+                            } else {
+                                u32::MAX
+                            };
                             let a = &th.own[r * f..(r + 1) * f];
                             let ba = th.own_bias.get(r).copied().unwrap_or(0.0);
                             let acc = &mut accs[jj * f..(jj + 1) * f];
@@ -540,7 +554,7 @@ impl CpuBackend {
         let o = out_blocks(layout, out);
         let udv = layout.kind == ModelKind::Udv;
         let th_users = view(layout, theta, Side::Users);
-        let tile = self.tile(layout);
+        let tile_of = |c: &Compressed| self.tile(f, c.n_rows, c.n_cols, c.nnz());
         let (sq, dsum) = match fused_blocks(self.fusion, m) {
             Some(blocks) => {
                 let sink = ItemSink {
@@ -559,7 +573,7 @@ impl CpuBackend {
                     o.b,
                     udv,
                     Some(&sink),
-                    tile,
+                    tile_of(&m.by_user),
                     usize::MAX,
                 );
                 // Item rows: the blocks' buffers added in block order.
@@ -590,12 +604,12 @@ impl CpuBackend {
                     &m.by_user,
                     &th_users,
                     &pass(Side::Users),
-                    &row_blocks(m.n_users(), tile),
+                    &row_blocks(m.n_users(), tile_of(&m.by_user)),
                     Some(o.p),
                     o.b,
                     udv,
                     None,
-                    tile,
+                    tile_of(&m.by_user),
                     ROWS,
                 );
                 side_pass(
@@ -604,12 +618,12 @@ impl CpuBackend {
                     &m.by_item,
                     &view(layout, theta, Side::Items),
                     &pass(Side::Items),
-                    &row_blocks(m.n_items(), tile),
+                    &row_blocks(m.n_items(), tile_of(&m.by_item)),
                     Some(o.q),
                     o.c,
                     false,
                     None,
-                    tile,
+                    tile_of(&m.by_item),
                     ROWS,
                 );
                 (sq, dsum)
@@ -691,12 +705,14 @@ impl SparseOps for CpuBackend {
     }
     fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<CpuEntries> {
         check_entries(r, layout)?;
-        Ok(CpuEntries::new(r, self.tile(layout)))
+        let tile = self.tile(layout.rank, layout.n_users, layout.n_items, r.nnz());
+        Ok(CpuEntries::new(r, tile))
     }
 
     fn sq_error(&self, m: &Matrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
         let th = view(layout, theta, Side::Users);
-        let tile = self.tile(layout);
+        let c = &m.by_user;
+        let tile = self.tile(layout.rank, c.n_rows, c.n_cols, c.nnz());
         Ok(side_pass(
             self,
             layout,
