@@ -17,7 +17,19 @@ fn data_present() -> bool {
 }
 
 fn run<B: Backend>(b: &B, config: &str, data: Option<&Prepared>) -> (Summary, Prepared) {
-    let cfg = TrainConfig::load(Path::new(config), &["train.save_model=false".into()]).unwrap();
+    run_with(b, config, data, &[])
+}
+
+/// [`run`] with `--set` overrides.
+fn run_with<B: Backend>(
+    b: &B,
+    config: &str,
+    data: Option<&Prepared>,
+    set: &[&str],
+) -> (Summary, Prepared) {
+    let mut sets = vec!["train.save_model=false".to_string()];
+    sets.extend(set.iter().map(|s| s.to_string()));
+    let cfg = TrainConfig::load(Path::new(config), &sets).unwrap();
     let data = match data {
         Some(d) => d.clone(),
         None => prepare(&cfg.data).unwrap(),
@@ -27,16 +39,17 @@ fn run<B: Backend>(b: &B, config: &str, data: Option<&Prepared>) -> (Summary, Pr
 }
 
 #[test]
-fn slf_and_sslf_beat_0_92_at_rank_20_in_few_passes() {
+fn the_shipped_slf_and_sslf_configs_beat_libmf_in_few_passes() {
     if !data_present() {
         return;
     }
     let cpu = CpuBackend::new(2).unwrap();
-    // Passes to the best validation epoch (hardware-independent): full-batch Adam takes 153.
-    for (config, most_passes) in [
-        ("configs/ml100k-slf.json", 150),
-        ("configs/ml100k-sslf.json", 250),
-        ("configs/ml100k-sslf-ascent.json", 250),
+    // (config, rank, passes to the best validation epoch (hardware-independent), test RMSE):
+    // full-batch Adam at rank 300 takes 186 passes; LIBMF's test RMSE is 0.9127.
+    for (config, rank, most_passes, rmse) in [
+        ("configs/ml100k-slf.json", 300, 150, 0.9127),
+        ("configs/ml100k-sslf.json", 300, 250, 0.9127),
+        ("configs/ml100k-sslf-ascent.json", 20, 250, 0.92),
     ] {
         let (s, d) = run(&cpu, config, None);
         let t = s.test.unwrap();
@@ -44,10 +57,10 @@ fn slf_and_sslf_beat_0_92_at_rank_20_in_few_passes() {
             "{config}: test rmse {:.5} mae {:.5} at epoch {} ({:.3} s/epoch)",
             t.rmse, t.mae, s.best_epoch, s.seconds_per_epoch
         );
-        assert_eq!(s.rank, 20);
+        assert_eq!(s.rank, rank);
         assert_eq!(t.count, 20_000);
         assert_eq!(d.test.nnz(), 20_000);
-        assert!(t.rmse < 0.92, "{config}: test rmse {}", t.rmse);
+        assert!(t.rmse < rmse, "{config}: test rmse {}", t.rmse);
         assert!(
             s.passes_to_best <= most_passes,
             "{config}: {} passes to the best epoch",
@@ -65,8 +78,11 @@ fn gpu_backend_reaches_the_cpu_rmse_on_ml100k() {
         return;
     };
     let cpu = CpuBackend::new(2).unwrap();
-    let (c, data) = run(&cpu, "configs/ml100k-slf.json", None);
-    let (g, _) = run(gpu, "configs/ml100k-slf.json", Some(&data));
+    // Rank 20 without the refit: the shipped rank 300 takes ~20 s an epoch on lavapipe,
+    // and the refit adds nothing to the comparison.
+    let set = ["model.rank=20", "model.lambda=0.13", "train.refit=false"];
+    let (c, data) = run_with(&cpu, "configs/ml100k-slf.json", None, &set);
+    let (g, _) = run_with(gpu, "configs/ml100k-slf.json", Some(&data), &set);
     let (ct, gt) = (c.test.unwrap(), g.test.unwrap());
     eprintln!(
         "cpu rmse {:.5} (epoch {}), gpu rmse {:.5} (epoch {}) on {}",
