@@ -105,8 +105,12 @@ pub const TILE_BUDGET_BYTES: usize = 1 << 20;
 /// the fused accumulator's, with their biases, (3f + 3) floats per item. The user side of a tile
 /// streams through once per tile and is not counted. Rank 32: 2,624; rank 128: 640.
 pub fn auto_tile(f: usize) -> usize {
-    let per_item = (3 * f + 3) * std::mem::size_of::<f32>();
-    (TILE_BUDGET_BYTES / per_item / 64 * 64).max(64)
+    (TILE_BUDGET_BYTES / tiled_row_bytes(f) / 64 * 64).max(64)
+}
+
+/// Bytes of one other-side row across the arrays a pass gathers: (3f + 3) floats.
+fn tiled_row_bytes(f: usize) -> usize {
+    (3 * f + 3) * std::mem::size_of::<f32>()
 }
 
 /// Other-side rows past this many bytes (of the arrays a pass gathers) are tiled whatever the
@@ -126,7 +130,7 @@ pub fn tiles_pay(f: usize, t: usize, own: usize, other: usize, nnz: usize) -> bo
         return false;
     }
     let per_visit = nnz as f64 / own.max(1) as f64 * t as f64 / other as f64;
-    let other_bytes = other * (3 * f + 3) * std::mem::size_of::<f32>();
+    let other_bytes = other * tiled_row_bytes(f);
     per_visit >= 4.0 || other_bytes > TILE_ALWAYS_BYTES
 }
 

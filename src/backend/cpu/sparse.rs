@@ -598,18 +598,19 @@ impl CpuBackend {
                 (sq, dsum)
             }
             None => {
+                let (user_tile, item_tile) = (tile_of(&m.by_user), tile_of(&m.by_item));
                 let (sq, dsum, _) = side_pass(
                     self,
                     layout,
                     &m.by_user,
                     &th_users,
                     &pass(Side::Users),
-                    &row_blocks(m.n_users(), tile_of(&m.by_user)),
+                    &row_blocks(m.n_users(), user_tile),
                     Some(o.p),
                     o.b,
                     udv,
                     None,
-                    tile_of(&m.by_user),
+                    user_tile,
                     ROWS,
                 );
                 side_pass(
@@ -618,12 +619,12 @@ impl CpuBackend {
                     &m.by_item,
                     &view(layout, theta, Side::Items),
                     &pass(Side::Items),
-                    &row_blocks(m.n_items(), tile_of(&m.by_item)),
+                    &row_blocks(m.n_items(), item_tile),
                     Some(o.q),
                     o.c,
                     false,
                     None,
-                    tile_of(&m.by_item),
+                    item_tile,
                     ROWS,
                 );
                 (sq, dsum)

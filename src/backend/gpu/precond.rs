@@ -68,6 +68,19 @@ fn say_once(flag: &AtomicBool, msg: String) {
 static WIDE: AtomicBool = AtomicBool::new(false);
 static NO_ROOM: AtomicBool = AtomicBool::new(false);
 
+/// `base` for one chunk of an own row block's preconditioner blocks (its rows, and where the
+/// block's factors and biases sit in θ's segment).
+fn chunk_params(base: Params, c: &PcChunk, own: &RowBlock) -> Params {
+    Params {
+        n: c.rows.len() as u32,
+        start: c.rows.start as u32,
+        d_off: 0,
+        own: own.factor_off as u32,
+        own_bias: own.bias_off as u32,
+        ..base
+    }
+}
+
 impl GpuBackend {
     fn pc_chunks(&self, blocks: &[RowBlock], t: usize) -> Result<Vec<Vec<PcChunk>>> {
         let per = ((self.chunk_cap / 4) as usize / t).max(1);
@@ -207,13 +220,8 @@ impl GpuBackend {
         let factor = |st: &mut super::State, chunks: &[PcChunk], own: &RowBlock, dblock: u32| {
             for c in chunks {
                 let params = Params {
-                    n: c.rows.len() as u32,
-                    start: c.rows.start as u32,
-                    d_off: 0,
-                    own: own.factor_off as u32,
-                    own_bias: own.bias_off as u32,
                     flags: base.flags | dblock,
-                    ..base
+                    ..chunk_params(base, c, own)
                 };
                 self.dispatch(
                     st,
@@ -336,14 +344,20 @@ impl GpuBackend {
         }
         if let Some(sum) = sum.as_mut() {
             // The item blocks in row order, and the d partials, to the host and summed.
+            // Each item chunk with its floats' place in the row-ordered array.
+            let spans = || {
+                pb.items.iter().zip(&pc.items).flat_map(move |(b, chunks)| {
+                    chunks.iter().map(move |c| {
+                        let at = (b.rows.start + c.rows.start) * t_len;
+                        (c, at..at + c.rows.len() * t_len)
+                    })
+                })
+            };
             let mut blocks = vec![0f32; layout.n_items * t_len];
-            for (b, chunks) in pb.items.iter().zip(&pc.items) {
-                for c in chunks {
-                    let n = c.rows.len() * t_len;
-                    let bytes = self.read_back(&mut st, &c.buf, n as u64 * 4)?;
-                    let at = (b.rows.start + c.rows.start) * t_len;
-                    blocks[at..at + n].copy_from_slice(bytemuck::cast_slice(&bytes[..n * 4]));
-                }
+            for (c, span) in spans() {
+                let bytes = self.read_back(&mut st, &c.buf, span.len() as u64 * 4)?;
+                blocks[span.clone()]
+                    .copy_from_slice(bytemuck::cast_slice(&bytes[..span.len() * 4]));
             }
             let mut d: Vec<f64> = if udv {
                 let (target, at) = pc.d_target(pb.d);
@@ -361,13 +375,9 @@ impl GpuBackend {
             st = self.lock();
             // Another user of the device may have loaded its own globals meanwhile.
             self.load_glob(&mut st, layout, &m.blocking, theta, None);
-            for (b, chunks) in pb.items.iter().zip(&pc.items) {
-                for c in chunks {
-                    let n = c.rows.len() * t_len;
-                    let at = (b.rows.start + c.rows.start) * t_len;
-                    self.queue
-                        .write_buffer(&c.buf, 0, bytemuck::cast_slice(&blocks[at..at + n]));
-                }
+            for (c, span) in spans() {
+                self.queue
+                    .write_buffer(&c.buf, 0, bytemuck::cast_slice(&blocks[span]));
             }
             if udv {
                 let (target, at) = pc.d_target(pb.d);
@@ -471,14 +481,7 @@ impl GpuBackend {
         for (blocks, chunks) in [(&pb.users, &pc.users), (&pb.items, &pc.items)] {
             for (own, cs) in blocks.iter().zip(chunks) {
                 for c in cs {
-                    let params = Params {
-                        n: c.rows.len() as u32,
-                        start: c.rows.start as u32,
-                        d_off: 0,
-                        own: own.factor_off as u32,
-                        own_bias: own.bias_off as u32,
-                        ..base
-                    };
+                    let params = chunk_params(base, c, own);
                     self.dispatch(
                         &mut st,
                         Kernel::PcApply,
