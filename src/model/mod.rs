@@ -29,7 +29,8 @@ pub enum ModelKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Regularization {
-    /// λ‖p_u‖² once per known entry of u (the SLF family's form): weight λ·|K_u|.
+    /// λ‖p_u‖² once per known entry of u (the SLF family's form): weight λ·|K_u|^a, with a =
+    /// `degree_exponent` (1 by default).
     #[default]
     PerEntry,
     /// ½λ(‖P‖²_F + ‖Q‖²_F): weight λ for every row.
@@ -126,6 +127,9 @@ pub struct ModelConfig {
     /// λ_b on the bias blocks.
     pub lambda_bias: f64,
     pub regularization: Regularization,
+    /// a in the per-entry weight λ·|K|^a: 1 is the SLF form, 0 a plain ridge on rows with data,
+    /// values between shrink the rows with many ratings less than in proportion.
+    pub degree_exponent: f64,
     /// Standard deviation of the LF factor initialisation; UDV uses `xi`.
     pub init_scale: f64,
     /// UDV: radius α_U of the Frobenius ball for U.
@@ -149,6 +153,7 @@ impl Default for ModelConfig {
             lambda: None,
             lambda_bias: 0.01,
             regularization: Regularization::PerEntry,
+            degree_exponent: 1.0,
             init_scale: 0.1,
             alpha_u: 1.0,
             alpha_v: 1.0,
@@ -179,6 +184,15 @@ impl ModelConfig {
         }
         if !finite_nonneg(self.lambda_bias) {
             return Err(("lambda_bias", "must be a finite number ≥ 0".into()));
+        }
+        if !finite_nonneg(self.degree_exponent) || self.degree_exponent > 4.0 {
+            return Err(("degree_exponent", "must be in [0, 4]".into()));
+        }
+        if self.regularization == Regularization::Frobenius && self.degree_exponent != 1.0 {
+            return Err((
+                "degree_exponent",
+                "applies to the per_entry regularization only; leave it at 1 with frobenius".into(),
+            ));
         }
         if !finite_pos(self.init_scale) {
             return Err(("init_scale", "must be > 0".into()));
@@ -318,15 +332,21 @@ impl ModelConfig {
         theta
     }
 
+    /// The ridge weight of a row with `count` training entries under the penalty `l` (λ or λ_b):
+    /// λ·count^a per entry (a row without entries weighs 0), or λ for the Frobenius form.
+    pub fn row_weight(&self, count: usize, l: f64) -> f64 {
+        match self.regularization {
+            Regularization::PerEntry if count == 0 => 0.0,
+            Regularization::PerEntry if self.degree_exponent == 1.0 => l * count as f64,
+            Regularization::PerEntry => l * (count as f64).powf(self.degree_exponent),
+            Regularization::Frobenius => l,
+        }
+    }
+
     /// The diagonal D of the ridge term ½θᵀDθ, given the per-row entry counts.
     pub fn reg_diag(&self, layout: &Layout, user_counts: &[u32], item_counts: &[u32]) -> Vec<f32> {
         let lambda = self.lambda();
-        let w = |count: u32, l: f64| -> f32 {
-            match self.regularization {
-                Regularization::PerEntry => (l * count as f64) as f32,
-                Regularization::Frobenius => l as f32,
-            }
-        };
+        let w = |count: u32, l: f64| -> f32 { self.row_weight(count as usize, l) as f32 };
         let f = layout.rank;
         let mut d = vec![0f32; layout.len()];
         for (u, &c) in user_counts.iter().enumerate() {
@@ -383,5 +403,58 @@ impl EvalSums {
         self.sae += e.abs();
         self.sse_clipped += ec * ec;
         self.sae_clipped += ec.abs();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lf(exponent: f64, regularization: Regularization) -> ModelConfig {
+        ModelConfig {
+            rank: 2,
+            lambda: Some(0.5),
+            lambda_bias: 0.1,
+            degree_exponent: exponent,
+            regularization,
+            ..ModelConfig::default()
+        }
+    }
+
+    #[test]
+    fn ridge_weights_follow_the_degree_exponent() {
+        let layout = lf(1.0, Regularization::PerEntry).layout(3, 1, 3.0);
+        let (users, items) = ([0u32, 1, 16], [9u32]);
+        let one = lf(1.0, Regularization::PerEntry).reg_diag(&layout, &users, &items);
+        let half = lf(0.5, Regularization::PerEntry).reg_diag(&layout, &users, &items);
+        let zero = lf(0.0, Regularization::PerEntry).reg_diag(&layout, &users, &items);
+        let fro = lf(1.0, Regularization::Frobenius).reg_diag(&layout, &users, &items);
+        let p = |d: &[f32], u: usize| d[layout.p_off() + u * 2];
+        let q = |d: &[f32], i: usize| d[layout.q_off() + i * 2 + 1];
+        // a = 1: λ·count; a = ½: λ·√count; a = 0: λ on rows with data; rows without data weigh 0.
+        assert_eq!(
+            [p(&one, 0), p(&one, 1), p(&one, 2), q(&one, 0)],
+            [0.0, 0.5, 8.0, 4.5]
+        );
+        assert_eq!(
+            [p(&half, 0), p(&half, 1), p(&half, 2), q(&half, 0)],
+            [0.0, 0.5, 2.0, 1.5]
+        );
+        assert_eq!([p(&zero, 0), p(&zero, 2), q(&zero, 0)], [0.0, 0.5, 0.5]);
+        assert_eq!([p(&fro, 0), p(&fro, 2)], [0.5, 0.5]);
+        // The biases take the same exponent with λ_b.
+        let b = |d: &[f32], u: usize| d[layout.b_off() + u];
+        assert!((b(&half, 2) - 0.4).abs() < 1e-7 && (b(&one, 2) - 1.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn degree_exponent_is_checked() {
+        assert!(lf(0.5, Regularization::PerEntry).validate().is_ok());
+        for bad in [-0.1, f64::NAN, 5.0] {
+            let e = lf(bad, Regularization::PerEntry).validate().unwrap_err();
+            assert_eq!(e.0, "degree_exponent");
+        }
+        let e = lf(0.5, Regularization::Frobenius).validate().unwrap_err();
+        assert!(e.1.contains("per_entry"), "{}", e.1);
     }
 }

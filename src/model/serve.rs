@@ -15,7 +15,7 @@
 //! (f+1)×(f+1) ridge system (A + D) z = Σ x_i (r_ui − μ − c_i), solved by Cholesky in f64.
 
 use super::file::ModelFile;
-use super::{ModelConfig, ModelKind, Regularization};
+use super::{ModelConfig, ModelKind};
 use crate::data::{IdMap, Ratings};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -327,11 +327,11 @@ impl ModelFile {
         let solved: Vec<Vec<f32>> = rows
             .par_iter()
             .map(|row| {
-                let nu = row.len() as f64;
-                let (lf, lb) = match cfg.regularization {
-                    Regularization::PerEntry => (cfg.lambda() * nu, cfg.lambda_bias * nu),
-                    Regularization::Frobenius => (cfg.lambda(), cfg.lambda_bias),
-                };
+                let nu = row.len();
+                let (lf, lb) = (
+                    cfg.row_weight(nu, cfg.lambda()),
+                    cfg.row_weight(nu, cfg.lambda_bias),
+                );
                 let mut a = nalgebra::DMatrix::<f64>::zeros(w, w);
                 let mut b = nalgebra::DVector::<f64>::zeros(w);
                 let mut x = vec![0f64; w];
