@@ -144,6 +144,29 @@ struct ItemSink<'a> {
     width: usize,
 }
 
+/// Entries ahead of the current one whose other-side rows are asked into cache: their addresses
+/// depend on the column index, which no hardware prefetcher predicts.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the cache lines of `x[start..start + len]` into L1 (a hint only; no effect on results).
+#[inline(always)]
+fn prefetch(x: &[f32], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if start < x.len() {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = x[start..].as_ptr() as *const i8;
+        let bytes = len.min(x.len() - start) * 4;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch reads nothing and cannot fault; the address lies in `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, start, len);
+}
+
 /// Reduces over rows in `blocks` (consecutive ranges covering all rows in order). `out_rows` has
 /// own-rows × f floats (plus own biases) or is absent for a loss pass; `sink` turns on the fused
 /// item side. Returns (Σe², d-block partial sum, item buffers per block).
@@ -270,6 +293,16 @@ fn side_pass(
                             let bias_acc = &mut bias_accs[jj];
                             let sq = &mut row_sq[jj];
                             for k in from..to {
+                                if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
+                                    let ca = ahead as usize;
+                                    prefetch(th.other, ca * f, f);
+                                    if let Pass::Curv { v, .. } = pass {
+                                        prefetch(v.other, ca * f, f);
+                                    }
+                                    if let Some(sk) = sink {
+                                        prefetch(&items, ca * sk.width, sk.width);
+                                    }
+                                }
                                 let c = csr.index[k] as usize;
                                 let b = &th.other[c * f..(c + 1) * f];
                                 let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
