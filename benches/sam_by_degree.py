@@ -20,7 +20,7 @@ import pandas as pd
 DATA = "../shared/data/ml-100k"
 METHODS = [
     "slf=configs/ml100k-slf.json",
-    "sslf ρ 0.03=configs/ml100k-sslf.json",
+    "sslf ρ 0.1=configs/ml100k-sslf.json",
     "sslf ρ 2=configs/ml100k-sslf.json@solver.rho=2.0",
 ]
 
