@@ -100,6 +100,14 @@ pub fn gpu_gl() -> Option<&'static GpuBackend> {
     g.as_ref()
 }
 
+/// One GL check at a time. wgpu's GL back end serialises every call on one EGL context and gives
+/// up (panics) when a thread waits for it over a second; with the other suites loading both cores,
+/// parallel GL checks sometimes waited that long on llvmpipe.
+pub fn gl_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Stamps each generic check `fn name<B: Backend>(b: &B)` out as `cpu::name` (fused item side),
 /// `cpu_two_pass::name` (CSR + CSC passes), `cpu_tiled::name` and `cpu_tiled_two_pass::name`
 /// (both in 16 × 16 tiles, so a pass crosses many tiles), `gpu::name`, `gpu_chunked::name` (portable kernels) and
@@ -132,7 +140,7 @@ macro_rules! backend_suite {
             $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_streamed() { super::$name(g); } } )*
         }
         mod gpu_gl {
-            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_gl() { super::$name(g); } } )*
+            $( #[test] fn $name() { if let Some(g) = $crate::common::gpu_gl() { let _turn = $crate::common::gl_turn(); super::$name(g); } } )*
         }
     };
 }
