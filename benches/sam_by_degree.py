@@ -6,7 +6,7 @@ training degree: mean ± std over seeds per method, and each method's difference
 paired by seed (mean ± standard error). Needs numpy and pandas.
 
     cargo build --release
-    python3 benches/sam_by_degree.py                       # slf, sslf ρ 0.03, sslf ρ 2; seeds 1–5
+    python3 benches/sam_by_degree.py                       # slf, sslf ρ 0.1, sslf ρ 2; seeds 1–5
     python3 benches/sam_by_degree.py --seeds 1 2 3 --method "row=configs/ml100k-sslf.json@solver.sam_scale=row@solver.rho=0.05"
 """
 import argparse
