@@ -148,12 +148,16 @@ struct ItemSink<'a> {
 /// depend on the column index, which no hardware prefetcher predicts.
 const PREFETCH_AHEAD: usize = 8;
 
+/// The largest side-by-side table of the other side's θ and direction rows a curvature pass
+/// builds (64 MiB: 262,144 rows at rank 32); past it the pass reads the two arrays apart.
+const PAIR_MAX_BYTES: usize = 64 << 20;
+
 /// Asks the cache lines of `x[start..start + len]` into L1 (a hint only; no effect on results).
 #[inline(always)]
 fn prefetch(x: &[f32], start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if start < x.len() {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = x[start..].as_ptr() as *const i8;
         let bytes = len.min(x.len() - start) * 4;
         let mut off = 0;
@@ -213,6 +217,23 @@ fn side_pass(
         None => (1, usize::MAX),
     };
     let n_cols = csr.n_cols;
+    // Curvature passes read the other side's θ row and direction row of every entry: side by
+    // side in one table, the two are one region of 2f floats (a copy per pass, so only while the
+    // table stays small beside the pass's own traffic).
+    let pair: Vec<f32> = match pass {
+        Pass::Curv { v, .. } if f > 0 && n_cols * 2 * f * 4 <= PAIR_MAX_BYTES => {
+            let mut t = vec![0f32; n_cols * 2 * f];
+            be.install(|| {
+                t.par_chunks_mut(2 * f).enumerate().for_each(|(c, row)| {
+                    row[..f].copy_from_slice(&th.other[c * f..(c + 1) * f]);
+                    row[f..].copy_from_slice(&v.other[c * f..(c + 1) * f]);
+                })
+            });
+            t
+        }
+        _ => Vec::new(),
+    };
+    let paired = !pair.is_empty();
     let partials: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)> = be.install(|| {
         row_chunks
             .into_par_iter()
@@ -295,16 +316,21 @@ fn side_pass(
                             for k in from..to {
                                 if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
                                     let ca = ahead as usize;
-                                    prefetch(th.other, ca * f, f);
-                                    if let Pass::Curv { v, .. } = pass {
-                                        prefetch(v.other, ca * f, f);
+                                    if paired {
+                                        prefetch(&pair, ca * 2 * f, 2 * f);
+                                    } else {
+                                        prefetch(th.other, ca * f, f);
                                     }
                                     if let Some(sk) = sink {
                                         prefetch(&items, ca * sk.width, sk.width);
                                     }
                                 }
                                 let c = csr.index[k] as usize;
-                                let b = &th.other[c * f..(c + 1) * f];
+                                let b = if paired {
+                                    &pair[c * 2 * f..c * 2 * f + f]
+                                } else {
+                                    &th.other[c * f..(c + 1) * f]
+                                };
                                 let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
                                 // The residual, needed by every pass but the Gauss–Newton
                                 // product.
@@ -324,7 +350,7 @@ fn side_pass(
                                     }
                                     Pass::Curv { v, hessian } => {
                                         let da = &v.own[r * f..(r + 1) * f];
-                                        let db = &v.other[c * f..(c + 1) * f];
+                                        let db = &pair[c * 2 * f + f..(c + 1) * 2 * f];
                                         let s = match layout.kind {
                                             ModelKind::Lf => {
                                                 let s =
