@@ -1,6 +1,7 @@
 //! The CPU backend's 2D tiles change only the order in which entries are visited, never the order
 //! in which any sum is added: every gradient, curvature product, loss and evaluation must equal the
-//! untiled one to the bit, fused or not, for tiles that cut the rows and columns anywhere.
+//! untiled one to the bit, fused or not, for tiles that cut the rows and columns anywhere, and with
+//! or without the curvature passes' side-by-side table of θ and direction rows.
 
 mod common;
 
@@ -26,6 +27,16 @@ fn backends(fusion: Fusion) -> Vec<(String, CpuBackend)> {
             cpu().with_fusion(fusion).with_tile_items(t),
         )
     })
+    // Curvature passes past the side-by-side table's bound read θ and the direction apart.
+    .chain([None, Some(16)].into_iter().map(|t| {
+        (
+            format!("tile {t:?}, {fusion:?}, no pair table"),
+            cpu()
+                .with_fusion(fusion)
+                .with_tile_items(t)
+                .with_pair_limit(0),
+        )
+    }))
     .collect()
 }
 

@@ -26,6 +26,7 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     fusion: Fusion,
     tile_items: Option<usize>,
+    pair_max_bytes: usize,
 }
 
 /// Whether gradients and curvature products do the item side inside the user pass (one pass over
@@ -51,6 +52,7 @@ impl CpuBackend {
             pool,
             fusion: Fusion::Auto,
             tile_items: None,
+            pair_max_bytes: PAIR_MAX_BYTES,
         })
     }
 
@@ -71,6 +73,20 @@ impl CpuBackend {
     pub fn with_tile_items(mut self, tile_items: Option<usize>) -> Self {
         self.tile_items = tile_items;
         self
+    }
+
+    /// The same backend with another bound on the side-by-side table a curvature pass builds of
+    /// the other side's θ and direction rows ([`PAIR_MAX_BYTES`] by default; 0 never builds one,
+    /// and the pass reads the two arrays apart). Results do not depend on it.
+    pub fn with_pair_limit(mut self, bytes: usize) -> Self {
+        self.pair_max_bytes = bytes;
+        self
+    }
+
+    /// Whether a curvature pass over `other` rows of rank `f` reads them from one side-by-side
+    /// table of θ and direction rows.
+    pub(crate) fn pairs(&self, f: usize, other: usize) -> bool {
+        f > 0 && other * 2 * f * 4 <= self.pair_max_bytes
     }
 
     /// The tile size in force for a pass that reduces `nnz` entries over `own` rows, gathering
@@ -96,6 +112,11 @@ impl CpuBackend {
         self.pool.install(f)
     }
 }
+
+/// The largest side-by-side table of the other side's θ and direction rows a curvature pass
+/// builds by default (64 MiB: 262,144 rows at rank 32): the table is a copy per pass, worth it
+/// while it is small beside the pass's own traffic.
+pub const PAIR_MAX_BYTES: usize = 64 << 20;
 
 /// The L2 a tile's item rows may fill: the 1 MiB of L2 per core of common server CPUs.
 pub const TILE_BUDGET_BYTES: usize = 1 << 20;

@@ -148,10 +148,6 @@ struct ItemSink<'a> {
 /// depend on the column index, which no hardware prefetcher predicts.
 const PREFETCH_AHEAD: usize = 8;
 
-/// The largest side-by-side table of the other side's θ and direction rows a curvature pass
-/// builds (64 MiB: 262,144 rows at rank 32); past it the pass reads the two arrays apart.
-const PAIR_MAX_BYTES: usize = 64 << 20;
-
 /// Asks the cache lines of `x[start..start + len]` into L1 (a hint only; no effect on results).
 #[inline(always)]
 fn prefetch(x: &[f32], start: usize, len: usize) {
@@ -218,10 +214,9 @@ fn side_pass(
     };
     let n_cols = csr.n_cols;
     // Curvature passes read the other side's θ row and direction row of every entry: side by
-    // side in one table, the two are one region of 2f floats (a copy per pass, so only while the
-    // table stays small beside the pass's own traffic).
+    // side in one table, the two are one region of 2f floats (`CpuBackend::pairs`).
     let pair: Vec<f32> = match pass {
-        Pass::Curv { v, .. } if f > 0 && n_cols * 2 * f * 4 <= PAIR_MAX_BYTES => {
+        Pass::Curv { v, .. } if be.pairs(f, n_cols) => {
             let mut t = vec![0f32; n_cols * 2 * f];
             be.install(|| {
                 t.par_chunks_mut(2 * f).enumerate().for_each(|(c, row)| {
@@ -320,6 +315,9 @@ fn side_pass(
                                         prefetch(&pair, ca * 2 * f, 2 * f);
                                     } else {
                                         prefetch(th.other, ca * f, f);
+                                        if let Pass::Curv { v, .. } = pass {
+                                            prefetch(v.other, ca * f, f);
+                                        }
                                     }
                                     if let Some(sk) = sink {
                                         prefetch(&items, ca * sk.width, sk.width);
@@ -350,7 +348,11 @@ fn side_pass(
                                     }
                                     Pass::Curv { v, hessian } => {
                                         let da = &v.own[r * f..(r + 1) * f];
-                                        let db = &pair[c * 2 * f + f..(c + 1) * 2 * f];
+                                        let db = if paired {
+                                            &pair[c * 2 * f + f..(c + 1) * 2 * f]
+                                        } else {
+                                            &v.other[c * f..(c + 1) * f]
+                                        };
                                         let s = match layout.kind {
                                             ModelKind::Lf => {
                                                 let s =
