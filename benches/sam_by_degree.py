@@ -6,8 +6,8 @@ training degree: mean ± std over seeds per method, and each method's difference
 paired by seed (mean ± standard error). Needs numpy and pandas.
 
     cargo build --release
-    python3 benches/sam_by_degree.py                       # slf, sslf ρ 0.1, sslf ρ 2; seeds 1–5
-    python3 benches/sam_by_degree.py --seeds 1 2 3 --method "row=configs/ml100k-sslf.json@solver.sam_scale=row@solver.rho=0.05"
+    python3 benches/sam_by_degree.py      # slf, sslf (ascent, row ρ 0.0125), sslf-curvature ρ 0.1; seeds 1–5
+    python3 benches/sam_by_degree.py --seeds 1 2 3 --method "row=configs/ml100k-sslf-curvature.json@solver.sam_scale=row@solver.rho=0.05"
 """
 import argparse
 import os
@@ -20,8 +20,8 @@ import pandas as pd
 DATA = "../shared/data/ml-100k"
 METHODS = [
     "slf=configs/ml100k-slf.json",
-    "sslf ρ 0.1=configs/ml100k-sslf.json",
-    "sslf ρ 2=configs/ml100k-sslf.json@solver.rho=2.0",
+    "sslf ascent row ρ 0.0125=configs/ml100k-sslf.json",
+    "sslf curvature ρ 0.1=configs/ml100k-sslf-curvature.json",
 ]
 
 

@@ -19,7 +19,7 @@ const CONFIGS: [(&str, usize); 8] = [
     ("configs/udv-rank-recovery.json", 4),
     ("configs/ml100k-slf.json", 6),
     ("configs/ml100k-sslf.json", 6),
-    ("configs/ml100k-sslf-ascent.json", 4),
+    ("configs/ml100k-sslf-curvature.json", 6),
     ("configs/ml100k-adam.json", 6),
     ("configs/ml100k-sgd.json", 3),
     ("configs/ml100k-udv-slf.json", 4),

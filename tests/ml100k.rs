@@ -45,11 +45,13 @@ fn the_shipped_slf_and_sslf_configs_beat_libmf_in_few_passes() {
     }
     let cpu = CpuBackend::new(2).unwrap();
     // (config, rank, passes to the best validation epoch (hardware-independent), test RMSE):
-    // the shipped full-batch Adam (rank 300) takes 161 passes; LIBMF's test RMSE is 0.9127.
+    // the shipped full-batch Adam (rank 300) takes 161 passes; LIBMF's test RMSE is 0.9127, and
+    // issue 17 asks the shipped SSLF for 0.905 and a lower RMSE than SLF's.
+    let mut got = Vec::new();
     for (config, rank, most_passes, rmse) in [
         ("configs/ml100k-slf.json", 300, 150, 0.9127),
-        ("configs/ml100k-sslf.json", 300, 250, 0.9127),
-        ("configs/ml100k-sslf-ascent.json", 20, 250, 0.92),
+        ("configs/ml100k-sslf.json", 300, 250, 0.905),
+        ("configs/ml100k-sslf-curvature.json", 300, 250, 0.9127),
     ] {
         let (s, d) = run(&cpu, config, None);
         let t = s.test.unwrap();
@@ -66,7 +68,9 @@ fn the_shipped_slf_and_sslf_configs_beat_libmf_in_few_passes() {
             "{config}: {} passes to the best epoch",
             s.passes_to_best
         );
+        got.push(t.rmse);
     }
+    assert!(got[1] < got[0], "sslf {} against slf {}", got[1], got[0]);
 }
 
 #[test]
