@@ -5,7 +5,9 @@
 //! s = dp_u·q_i + p_u·dq_i; out_p[u] += s·q_i; out_q[i] += s·p_u (each worker adds the item side
 //! into its own buffer, summed afterwards in worker order, as the fused pass does). Orders:
 //! `csr` (user by user, items ascending: today's fused pass), and `tiled U×I` (tiles of U users ×
-//! I items; a worker walks its user blocks, and in each the item blocks in order). sslf's own
+//! I items; a worker walks its user blocks, and in each the item blocks in order), and
+//! `U users, item-major` (blocks of U users, each walked item by item, an item's entries in user
+//! order: every sum still sees its terms in the untiled order). sslf's own
 //! fused product (`CpuBackend::curvature_product`) is timed beside them.
 //!
 //! `cargo bench --bench tiling_probe -- [USERS ITEMS NNZ ITEM_EXPONENT]` (default 1000000 20000
@@ -22,7 +24,8 @@ use std::time::Instant;
 const F: usize = 32;
 const WORKERS: usize = 2;
 
-/// Entries in the order a worker walks them: (user, item), one list per worker.
+/// Entries in the order a worker walks them: (user, item), one list per worker. A tile of U × 0
+/// is a block of U users walked item by item (each item's entries in user order).
 fn orders(m: &Matrix, tile: Option<(usize, usize)>) -> Vec<Vec<(u32, u32)>> {
     let c = &m.by_user;
     let per = c.n_rows.div_ceil(WORKERS);
@@ -36,6 +39,20 @@ fn orders(m: &Matrix, tile: Option<(usize, usize)>) -> Vec<Vec<(u32, u32)>> {
                         for k in c.ptr[r] as usize..c.ptr[r + 1] as usize {
                             out.push((r as u32, c.index[k]));
                         }
+                    }
+                }
+                Some((tu, 0)) => {
+                    let mut r0 = rows.start;
+                    while r0 < rows.end {
+                        let r1 = (r0 + tu).min(rows.end);
+                        let from = out.len();
+                        for r in r0..r1 {
+                            for k in c.ptr[r] as usize..c.ptr[r + 1] as usize {
+                                out.push((r as u32, c.index[k]));
+                            }
+                        }
+                        out[from..].sort_unstable_by_key(|&(u, i)| (i, u));
+                        r0 = r1;
                     }
                 }
                 Some((tu, ti)) => {
@@ -177,6 +194,9 @@ fn main() {
         Some((4096, 2048)),
         Some((16384, 4096)),
         Some((65536, 8192)),
+        Some((1024, 0)),
+        Some((4096, 0)),
+        Some((16384, 0)),
     ] {
         let ord = orders(&mat, tile);
         let (lo, med, hi) = time(|| product(&pool, &ord, &p, &q, &dp, &dq, &mut op, &mut oq));
@@ -198,6 +218,7 @@ fn main() {
         }
         let name = match tile {
             None => "csr (untiled)".to_string(),
+            Some((u, 0)) => format!("{u} users, item-major"),
             Some((u, i)) => format!("tiled {u} × {i}"),
         };
         println!("{name:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms");
