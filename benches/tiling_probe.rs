@@ -109,12 +109,13 @@ fn prefetch(x: &[f32], start: usize, len: usize) {
     let _ = (x, start, len);
 }
 
-/// The same product with sslf's two devices: q_i and dq_i side by side in one table built per
-/// product, and the item rows of the entry 8 ahead prefetched.
+/// The product in the order given. `fast` adds sslf's two devices: q_i and dq_i side by side in
+/// one table built per product, and the item rows of the entry 8 ahead prefetched.
 #[allow(clippy::too_many_arguments)]
-fn product_fast(
+fn product(
     pool: &rayon::ThreadPool,
     order: &[Vec<(u32, u32)>],
+    fast: bool,
     p: &[f32],
     q: &[f32],
     dp: &[f32],
@@ -123,13 +124,16 @@ fn product_fast(
     out_q: &mut [f32],
 ) {
     let n_items = q.len() / F;
-    let mut pair = vec![0f32; n_items * 2 * F];
-    pool.install(|| {
-        pair.par_chunks_mut(2 * F).enumerate().for_each(|(i, row)| {
-            row[..F].copy_from_slice(&q[i * F..i * F + F]);
-            row[F..].copy_from_slice(&dq[i * F..i * F + F]);
-        })
-    });
+    let mut pair = Vec::new();
+    if fast {
+        pair = vec![0f32; n_items * 2 * F];
+        pool.install(|| {
+            pair.par_chunks_mut(2 * F).enumerate().for_each(|(i, row)| {
+                row[..F].copy_from_slice(&q[i * F..i * F + F]);
+                row[F..].copy_from_slice(&dq[i * F..i * F + F]);
+            })
+        });
+    }
     let per = (out_p.len() / F).div_ceil(WORKERS) * F;
     let parts: Vec<Vec<f32>> = pool.install(|| {
         out_p
@@ -141,62 +145,20 @@ fn product_fast(
                 let base = w * per / F;
                 let mut acc = vec![0f32; n_items * F];
                 for (k, &(u, i)) in entries.iter().enumerate() {
-                    if let Some(&(_, ia)) = entries.get(k + 8) {
-                        prefetch(&pair, ia as usize * 2 * F, 2 * F);
-                        prefetch(&acc, ia as usize * F, F);
+                    if fast {
+                        if let Some(&(_, ia)) = entries.get(k + 8) {
+                            prefetch(&pair, ia as usize * 2 * F, 2 * F);
+                            prefetch(&acc, ia as usize * F, F);
+                        }
                     }
                     let (u, i) = (u as usize, i as usize);
-                    let row = &pair[i * 2 * F..i * 2 * F + 2 * F];
-                    let (qi, dqi) = row.split_at(F);
+                    let (qi, dqi) = if fast {
+                        pair[i * 2 * F..i * 2 * F + 2 * F].split_at(F)
+                    } else {
+                        (&q[i * F..i * F + F], &dq[i * F..i * F + F])
+                    };
                     let pu = &p[u * F..u * F + F];
                     let s = dot(&dp[u * F..u * F + F], qi) + dot(pu, dqi);
-                    let o = &mut op[(u - base) * F..(u - base) * F + F];
-                    for t in 0..F {
-                        o[t] += s * qi[t];
-                    }
-                    let a = &mut acc[i * F..i * F + F];
-                    for t in 0..F {
-                        a[t] += s * pu[t];
-                    }
-                }
-                acc
-            })
-            .collect()
-    });
-    out_q.fill(0.0);
-    for part in parts {
-        for (o, x) in out_q.iter_mut().zip(part) {
-            *o += x;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn product(
-    pool: &rayon::ThreadPool,
-    order: &[Vec<(u32, u32)>],
-    p: &[f32],
-    q: &[f32],
-    dp: &[f32],
-    dq: &[f32],
-    out_p: &mut [f32],
-    out_q: &mut [f32],
-) {
-    let n_items = q.len() / F;
-    let per = (out_p.len() / F).div_ceil(WORKERS) * F;
-    let parts: Vec<Vec<f32>> = pool.install(|| {
-        out_p
-            .par_chunks_mut(per)
-            .zip(order.par_iter())
-            .enumerate()
-            .map(|(w, (op, entries))| {
-                op.fill(0.0);
-                let base = w * per / F;
-                let mut acc = vec![0f32; n_items * F];
-                for &(u, i) in entries {
-                    let (u, i) = (u as usize, i as usize);
-                    let (pu, qi) = (&p[u * F..u * F + F], &q[i * F..i * F + F]);
-                    let s = dot(&dp[u * F..u * F + F], qi) + dot(pu, &dq[i * F..i * F + F]);
                     let o = &mut op[(u - base) * F..(u - base) * F + F];
                     for t in 0..F {
                         o[t] += s * qi[t];
@@ -278,9 +240,10 @@ fn main() {
         Some((16384, 0)),
     ] {
         let ord = orders(&mat, tile);
-        let (lo, med, hi) = time(|| product(&pool, &ord, &p, &q, &dp, &dq, &mut op, &mut oq));
+        let (lo, med, hi) =
+            time(|| product(&pool, &ord, false, &p, &q, &dp, &dq, &mut op, &mut oq));
         let (flo, fmed, fhi) =
-            time(|| product_fast(&pool, &ord, &p, &q, &dp, &dq, &mut op, &mut oq));
+            time(|| product(&pool, &ord, true, &p, &q, &dp, &dq, &mut op, &mut oq));
         // The same sums in another order: equal up to rounding.
         match &reference {
             None => reference = Some((op.clone(), oq.clone())),
