@@ -148,6 +148,9 @@ struct ItemSink<'a> {
 /// depend on the column index, which no hardware prefetcher predicts.
 const PREFETCH_AHEAD: usize = 8;
 
+/// Tiled passes walk a few entries of each row per visit: the rows this many rows on are hinted.
+const ROWS_AHEAD: usize = 3;
+
 /// Asks the cache lines of `x[start..start + len]` into L1 (a hint only; no effect on results).
 #[inline(always)]
 fn prefetch(x: &[f32], start: usize, len: usize) {
@@ -213,6 +216,7 @@ fn side_pass(
         None => (1, usize::MAX),
     };
     let n_cols = csr.n_cols;
+    let tiled = tile.is_some();
     // Curvature passes read the other side's θ row and direction row of every entry: side by
     // side in one table, the two are one region of 2f floats (`CpuBackend::pairs`).
     let pair: Vec<f32> = match pass {
@@ -229,6 +233,20 @@ fn side_pass(
         _ => Vec::new(),
     };
     let paired = !pair.is_empty();
+    // Asks the other side's rows of column `c` (and its fused item row) into cache.
+    let hint = |items: &[f32], c: usize| {
+        if paired {
+            prefetch(&pair, c * 2 * f, 2 * f);
+        } else {
+            prefetch(th.other, c * f, f);
+            if let Pass::Curv { v, .. } = pass {
+                prefetch(v.other, c * f, f);
+            }
+        }
+        if let Some(sk) = sink {
+            prefetch(items, c * sk.width, sk.width);
+        }
+    };
     let partials: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)> = be.install(|| {
         row_chunks
             .into_par_iter()
@@ -295,6 +313,21 @@ fn side_pass(
                             } else {
                                 u32::MAX
                             };
+                            // Tiled, the entries walked next are the next rows' in this window,
+                            // not this row's: hint the first two of the row `ROWS_AHEAD` on.
+                            if tiled {
+                                let ja = jj + ROWS_AHEAD;
+                                if ja < s1 - s0 {
+                                    let end = csr.ptr[s0 + ja + 1] as usize;
+                                    for k in cursor[ja]..(cursor[ja] + 2).min(end) {
+                                        let ca = csr.index[k] as usize;
+                                        if ca >= c1 {
+                                            break;
+                                        }
+                                        hint(&items, ca);
+                                    }
+                                }
+                            }
                             let a = &th.own[r * f..(r + 1) * f];
                             let ba = th.own_bias.get(r).copied().unwrap_or(0.0);
                             let acc = &mut accs[jj * f..(jj + 1) * f];
@@ -309,18 +342,9 @@ fn side_pass(
                             let bias_acc = &mut bias_accs[jj];
                             let sq = &mut row_sq[jj];
                             for k in from..to {
-                                if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
-                                    let ca = ahead as usize;
-                                    if paired {
-                                        prefetch(&pair, ca * 2 * f, 2 * f);
-                                    } else {
-                                        prefetch(th.other, ca * f, f);
-                                        if let Pass::Curv { v, .. } = pass {
-                                            prefetch(v.other, ca * f, f);
-                                        }
-                                    }
-                                    if let Some(sk) = sink {
-                                        prefetch(&items, ca * sk.width, sk.width);
+                                if !tiled || k + PREFETCH_AHEAD < to {
+                                    if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
+                                        hint(&items, ahead as usize);
                                     }
                                 }
                                 let c = csr.index[k] as usize;
