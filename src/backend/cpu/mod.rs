@@ -143,9 +143,10 @@ pub const TILE_ALWAYS_BYTES: usize = 16 << 20;
 /// tile, reloading that row's state; that pays when a visit finds several entries (the mean
 /// `nnz / own · t / other` ≥ 4), or when the other side's rows are too many to stay in L3 anyway
 /// (more than [`TILE_ALWAYS_BYTES`]). Never when all other rows fit one tile. Measured on a
-/// 2-core VM at rank 32 (benches/RESULTS.md): 1M users × 20k or 30k items × 20M entries (2.6 and
-/// 1.8 entries per visit, 8 and 12 MB of item rows) gain nothing or lose up to 25%; 1M × 50k
-/// (20 MB) gains 20% on the Gauss–Newton product; 100k × 50k (10.5 per visit) gains 2×.
+/// 2-core VM at rank 32 (benches/RESULTS.md): 1M users × 20k items × 20M entries (2.6 entries per
+/// visit, 8 MB of item rows) gains on the gradient but not on the Gauss–Newton product at the
+/// skewed degrees (tiles of 2,624: 345–355 ms against 298–381 untiled), so it stays untiled;
+/// 1M × 50k (20 MB) gains 20–45% on the product; 100k × 50k (10.5 per visit) gains 2×.
 pub fn tiles_pay(f: usize, t: usize, own: usize, other: usize, nnz: usize) -> bool {
     if other <= t {
         return false;
