@@ -132,11 +132,13 @@ fn the_default_tile_fits_the_budget_at_every_rank() {
 fn default_tiles_are_taken_only_where_they_pay() {
     let t = auto_tile(32);
     // Dense rows: a visit finds ~10 entries.
-    assert!(tiles_pay(32, t, 100_000, 50_000, 20_000_000));
+    assert!(tiles_pay(t, 100_000, 50_000, 20_000_000));
     // Sparse rows, item rows in L3 (8 MB): not tiled.
-    assert!(!tiles_pay(32, t, 1_000_000, 20_000, 20_000_000));
-    // Sparse rows, item rows past L3 (20 MB): tiled.
-    assert!(tiles_pay(32, t, 1_000_000, 50_000, 20_000_000));
+    assert!(!tiles_pay(t, 1_000_000, 20_000, 20_000_000));
+    // Sparse rows, item rows past L3 (20 MB and 80 MB): not tiled either (prefetching gathers
+    // beat tiles that find about one entry per visit).
+    assert!(!tiles_pay(t, 1_000_000, 50_000, 20_000_000));
+    assert!(!tiles_pay(t, 1_000_000, 200_000, 20_000_000));
     // Every other row in one tile: never.
-    assert!(!tiles_pay(32, t, 10, t, 1_000_000));
+    assert!(!tiles_pay(t, 10, t, 1_000_000));
 }

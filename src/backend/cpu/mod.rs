@@ -98,7 +98,7 @@ impl CpuBackend {
             Some(n) => Some(n),
             None => {
                 let t = auto_tile(f);
-                tiles_pay(f, t, own, other, nnz).then_some(t)
+                tiles_pay(t, own, other, nnz).then_some(t)
             }
         }
     }
@@ -134,26 +134,20 @@ fn tiled_row_bytes(f: usize) -> usize {
     (3 * f + 3) * std::mem::size_of::<f32>()
 }
 
-/// Other-side rows past this many bytes (of the arrays a pass gathers) are tiled whatever the
-/// density: they no longer fit a core's share of L3.
-pub const TILE_ALWAYS_BYTES: usize = 16 << 20;
-
 /// Whether tiles of `t` pay for a pass over `own` rows with `nnz` entries gathering from `other`
-/// rows at rank `f`. A tile brings `t` other rows into L2, but it visits each own row once per
+/// rows. A tile brings `t` other rows into L2, but it visits each own row once per
 /// tile, reloading that row's state; that pays when a visit finds several entries (the mean
-/// `nnz / own · t / other` ≥ 4), or when the other side's rows are too many to stay in L3 anyway
-/// (more than [`TILE_ALWAYS_BYTES`]). Never when all other rows fit one tile. Measured on a
-/// 2-core VM at rank 32 (benches/RESULTS.md): 1M users × 20k items × 20M entries (2.6 entries per
-/// visit, 8 MB of item rows) gains on the gradient but not on the Gauss–Newton product at the
-/// skewed degrees (tiles of 2,624: 345–355 ms against 298–381 untiled), so it stays untiled;
-/// 1M × 50k (20 MB) gains 20–45% on the product; 100k × 50k (10.5 per visit) gains 2×.
-pub fn tiles_pay(f: usize, t: usize, own: usize, other: usize, nnz: usize) -> bool {
+/// `nnz / own · t / other` ≥ 4). Never when all other rows fit one tile. Measured on a 2-core VM
+/// at rank 32 (benches/RESULTS.md, 2026-12-04): 100k users × 50k items × 20M entries (10.5 per
+/// visit) is faster tiled (gradient 309–320 ms against 358); where a visit finds 2.6 entries or
+/// fewer the untiled pass, which prefetches the rows it gathers, is level or faster, even when the
+/// other side's rows are far past L3 (1M × 200k: 1,090–1,171 ms against 1,475–1,592 tiled;
+/// 200k × 400k two-pass: 1,094–1,100 against 1,356–1,375).
+pub fn tiles_pay(t: usize, own: usize, other: usize, nnz: usize) -> bool {
     if other <= t {
         return false;
     }
-    let per_visit = nnz as f64 / own.max(1) as f64 * t as f64 / other as f64;
-    let other_bytes = other * tiled_row_bytes(f);
-    per_visit >= 4.0 || other_bytes > TILE_ALWAYS_BYTES
+    nnz as f64 / own.max(1) as f64 * t as f64 / other as f64 >= 4.0
 }
 
 impl Backend for CpuBackend {
