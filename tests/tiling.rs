@@ -1,12 +1,15 @@
 //! The CPU backend's 2D tiles change only the order in which entries are visited, never the order
 //! in which any sum is added: every gradient, curvature product, loss and evaluation must equal the
 //! untiled one to the bit, fused or not, for tiles that cut the rows and columns anywhere, and with
-//! or without the curvature passes' side-by-side table of θ and direction rows.
+//! or without the curvature passes' side-by-side table of θ and direction rows, and whether the
+//! fused passes walk a precomputed tile plan or the rows' cursors.
 
 mod common;
 
 use common::{cpu, fixture};
-use sslf::backend::cpu::{auto_tile, tiles_pay, CpuBackend, Fusion, TILE_BUDGET_BYTES};
+use sslf::backend::cpu::{
+    auto_tile, plan_pays, tiles_pay, CpuBackend, Fusion, PLAN_ROWS, TILE_BUDGET_BYTES,
+};
 use sslf::backend::{Curvature, SparseOps};
 use sslf::model::{ModelKind, Regularization};
 
@@ -27,6 +30,20 @@ fn backends(fusion: Fusion) -> Vec<(String, CpuBackend)> {
             cpu().with_fusion(fusion).with_tile_items(t),
         )
     })
+    // Tile plans whose groups of rows cut the fused blocks anywhere.
+    .chain(
+        [(Some(7), 3), (Some(16), 7), (Some(1), 1)]
+            .into_iter()
+            .map(|(t, rows)| {
+                (
+                    format!("tile {t:?}, {fusion:?}, plan groups of {rows}"),
+                    cpu()
+                        .with_fusion(fusion)
+                        .with_tile_items(t)
+                        .with_plan_rows(rows),
+                )
+            }),
+    )
     // Curvature passes past the side-by-side table's bound read θ and the direction apart.
     .chain([None, Some(16)].into_iter().map(|t| {
         (
@@ -56,32 +73,33 @@ fn tiled_passes_equal_the_untiled_ones_bitwise() {
         for fusion in [Fusion::Always, Fusion::Never] {
             let all = backends(fusion);
             let (_, base) = &all[0];
+            let m0 = base.upload_matrix(&fx.matrix, l).unwrap();
+            assert!(m0.tile_plan().is_none());
             let mut g0 = vec![0f32; l.len()];
-            let sq0 = base.gradient(&fx.matrix, l, &fx.theta, &mut g0).unwrap();
-            let loss0 = base.sq_error(&fx.matrix, l, &fx.theta).unwrap();
+            let sq0 = base.gradient(&m0, l, &fx.theta, &mut g0).unwrap();
+            let loss0 = base.sq_error(&m0, l, &fx.theta).unwrap();
             let mut gn0 = vec![0f32; l.len()];
             let mut h0 = vec![0f32; l.len()];
-            base.curvature_product(
-                &fx.matrix,
-                l,
-                &fx.theta,
-                &fx.v,
-                &mut gn0,
-                Curvature::GaussNewton,
-            )
-            .unwrap();
-            base.curvature_product(&fx.matrix, l, &fx.theta, &fx.v, &mut h0, Curvature::Hessian)
+            base.curvature_product(&m0, l, &fx.theta, &fx.v, &mut gn0, Curvature::GaussNewton)
+                .unwrap();
+            base.curvature_product(&m0, l, &fx.theta, &fx.v, &mut h0, Curvature::Hessian)
                 .unwrap();
             for (name, b) in &all[1..] {
                 let what = format!("{kind:?} biases={biases} {name}");
+                let m = b.upload_matrix(&fx.matrix, l).unwrap();
+                // A set tile is walked by a plan in the fused passes (tiles of 1,000 hold every
+                // column of the fixture and so do not count as tiles by default).
+                if fusion == Fusion::Always && name.contains("Some") {
+                    assert!(m.tile_plan().is_some(), "{what}: no tile plan");
+                }
                 let mut g = vec![0f32; l.len()];
-                let sq = b.gradient(&fx.matrix, l, &fx.theta, &mut g).unwrap();
+                let sq = b.gradient(&m, l, &fx.theta, &mut g).unwrap();
                 assert!(
                     g.iter().zip(&g0).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "{what}: gradient differs"
                 );
                 assert!(same(sq, sq0), "{what}: Σe² {sq} vs {sq0}");
-                let loss = b.sq_error(&fx.matrix, l, &fx.theta).unwrap();
+                let loss = b.sq_error(&m, l, &fx.theta).unwrap();
                 assert!(same(loss, loss0), "{what}: loss {loss} vs {loss0}");
                 let ev = |b: &CpuBackend| {
                     let e = b.upload_entries(&fx.ratings, l).unwrap();
@@ -99,7 +117,7 @@ fn tiled_passes_equal_the_untiled_ones_bitwise() {
                 }
                 for (curv, want) in [(Curvature::GaussNewton, &gn0), (Curvature::Hessian, &h0)] {
                     let mut out = vec![0f32; l.len()];
-                    b.curvature_product(&fx.matrix, l, &fx.theta, &fx.v, &mut out, curv)
+                    b.curvature_product(&m, l, &fx.theta, &fx.v, &mut out, curv)
                         .unwrap();
                     assert!(
                         out.iter()
@@ -141,4 +159,42 @@ fn default_tiles_are_taken_only_where_they_pay() {
     assert!(!tiles_pay(t, 1_000_000, 200_000, 20_000_000));
     // Every other row in one tile: never.
     assert!(!tiles_pay(t, 10, t, 1_000_000));
+}
+
+#[test]
+fn tile_plans_are_built_only_where_they_pay() {
+    let t = auto_tile(32);
+    assert!(plan_pays(t, 20_000));
+    assert!(plan_pays(t, t + 1));
+    // Every item in one tile: never.
+    assert!(!plan_pays(t, t));
+    const { assert!(PLAN_ROWS <= 1 << 16) };
+    // By default a matrix gets a plan when the fused passes are on and its items exceed a tile.
+    let r = sslf::data::synth::generate(&sslf::data::synth::SynthConfig {
+        n_users: 2000,
+        n_items: t + 100,
+        nnz: 300_000,
+        rank: 3,
+        ..Default::default()
+    });
+    let m = sslf::data::Matrix::from_ratings(&r.ratings, r.users.len(), r.items.len());
+    let model = sslf::model::ModelConfig {
+        rank: 32,
+        ..Default::default()
+    };
+    let l = model.layout(m.n_users(), m.n_items(), 0.0);
+    assert!(m.n_items() > t, "{} items", m.n_items());
+    let with = cpu()
+        .with_fusion(Fusion::Always)
+        .upload_matrix(&m, &l)
+        .unwrap();
+    assert_eq!(with.tile_plan(), Some((PLAN_ROWS, t)));
+    let untiled = cpu().with_fusion(Fusion::Always).with_tile_items(Some(0));
+    assert!(untiled.upload_matrix(&m, &l).unwrap().tile_plan().is_none());
+    let two_pass = cpu().with_fusion(Fusion::Never);
+    assert!(two_pass
+        .upload_matrix(&m, &l)
+        .unwrap()
+        .tile_plan()
+        .is_none());
 }

@@ -6,7 +6,7 @@ mod precond;
 mod sparse;
 
 pub use precond::CpuPrecond;
-pub use sparse::CpuEntries;
+pub use sparse::{CpuEntries, CpuMatrix, PLAN_ROWS};
 mod vector;
 
 use super::{Backend, DeviceInfo};
@@ -27,6 +27,7 @@ pub struct CpuBackend {
     fusion: Fusion,
     tile_items: Option<usize>,
     pair_max_bytes: usize,
+    plan_rows: usize,
 }
 
 /// Whether gradients and curvature products do the item side inside the user pass (one pass over
@@ -53,6 +54,7 @@ impl CpuBackend {
             fusion: Fusion::Auto,
             tile_items: None,
             pair_max_bytes: PAIR_MAX_BYTES,
+            plan_rows: PLAN_ROWS,
         })
     }
 
@@ -83,6 +85,13 @@ impl CpuBackend {
         self
     }
 
+    /// The same backend with another number of rows per group of the fused pass's tile plan
+    /// ([`PLAN_ROWS`] by default, at most 65,536). Results do not depend on it.
+    pub fn with_plan_rows(mut self, rows: usize) -> Self {
+        self.plan_rows = rows.clamp(1, 1 << 16);
+        self
+    }
+
     /// Whether a curvature pass over `other` rows of rank `f` reads them from one side-by-side
     /// table of θ and direction rows.
     pub(crate) fn pairs(&self, f: usize, other: usize) -> bool {
@@ -99,6 +108,20 @@ impl CpuBackend {
             None => {
                 let t = auto_tile(f);
                 tiles_pay(t, own, other, nnz).then_some(t)
+            }
+        }
+    }
+
+    /// The columns per tile of the fused pass's tile plan over `other` columns (None: no plan). A
+    /// size that was set is used as it is (up to 65,536); the default ([`auto_tile`]) only where
+    /// it pays (see [`plan_pays`]).
+    pub(crate) fn plan_tile(&self, f: usize, other: usize) -> Option<usize> {
+        match self.tile_items {
+            Some(0) => None,
+            Some(n) => (n <= 1 << 16).then_some(n),
+            None => {
+                let t = auto_tile(f);
+                plan_pays(t, other).then_some(t)
             }
         }
     }
@@ -148,6 +171,16 @@ pub fn tiles_pay(t: usize, own: usize, other: usize, nnz: usize) -> bool {
         return false;
     }
     nnz as f64 / own.max(1) as f64 * t as f64 / other as f64 >= 4.0
+}
+
+/// Whether the fused pass's tile plan pays with tiles of `t` columns: whenever the other side's
+/// rows do not fit one tile. Unlike the cursor walk ([`tiles_pay`]), a plan costs nothing per
+/// visit, so even a tile that finds each column about once is no slower: measured on a 2-core VM
+/// at rank 32 (benches/RESULTS.md, 2026-12-04), 1M users × 20k / 50k / 200k items × 20M entries
+/// (8, 3.3 and 0.8 entries per column and tile of [`PLAN_ROWS`] users), the plan's gradient took
+/// 25–30%, 30% and 5–10% less time than the untiled pass.
+pub fn plan_pays(t: usize, other: usize) -> bool {
+    other > t
 }
 
 impl Backend for CpuBackend {

@@ -170,6 +170,130 @@ fn prefetch(x: &[f32], start: usize, len: usize) {
     let _ = (x, start, len);
 }
 
+/// What every entry of a pass reads besides its own row and column.
+struct EntryCtx<'a> {
+    layout: &'a Layout,
+    th: &'a View<'a>,
+    pass: &'a Pass<'a>,
+    /// The curvature passes' side-by-side table (empty: read θ and the direction apart).
+    pair: &'a [f32],
+    sink: Option<&'a ItemSink<'a>>,
+    /// The rank, and whether `pair` is in use.
+    f: usize,
+    paired: bool,
+}
+
+/// One row's state in a pass: its θ row and bias, and where its sums go.
+struct RowAcc<'a> {
+    r: usize,
+    a: &'a [f32],
+    ba: f32,
+    acc: &'a mut [f32],
+    acc2: &'a mut [f32],
+    acc3: &'a mut [f32],
+    bias_acc: &'a mut f32,
+    sq: &'a mut f64,
+}
+
+/// One entry (the row in `row`, column c, its value at `vals[k]`): its terms go into the row's
+/// accumulators and, fused, into item c's row of the block's item buffer.
+#[inline(always)]
+fn visit(cx: &EntryCtx, row: &mut RowAcc, c: usize, (vals, k): (&[f32], usize), items: &mut [f32]) {
+    let (r, a, ba) = (row.r, row.a, row.ba);
+    let (acc, acc2, acc3) = (&mut *row.acc, &mut *row.acc2, &mut *row.acc3);
+    let (bias_acc, sq) = (&mut *row.bias_acc, &mut *row.sq);
+    let EntryCtx {
+        layout,
+        th,
+        pass,
+        pair,
+        sink,
+        f,
+        paired,
+    } = *cx;
+    let b = if paired {
+        &pair[c * 2 * f..c * 2 * f + f]
+    } else {
+        &th.other[c * f..(c + 1) * f]
+    };
+    let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
+    // The residual, needed by every pass but the Gauss–Newton
+    // product.
+    let e = || vals[k] - predict(layout, a, b, ba, bb, th.d);
+    // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
+    let (w1, w2) = match pass {
+        Pass::Loss => {
+            *sq += (e() as f64).powi(2);
+            return;
+        }
+        Pass::Grad => {
+            let e = e();
+            *sq += (e as f64) * (e as f64);
+            add_scaled(acc, -e, b);
+            *bias_acc -= e;
+            (-e, 0.0)
+        }
+        Pass::Curv { v, hessian } => {
+            let da = &v.own[r * f..(r + 1) * f];
+            let db = if paired {
+                &pair[c * 2 * f + f..(c + 1) * 2 * f]
+            } else {
+                &v.other[c * f..(c + 1) * f]
+            };
+            let s = match layout.kind {
+                ModelKind::Lf => {
+                    let s = lane_sum([da, b, a, db], |[da, b, a, db]| da * b + a * db);
+                    if layout.biases {
+                        s + v.own_bias[r] + v.other_bias[c]
+                    } else {
+                        s
+                    }
+                }
+                ModelKind::Udv => lane_sum([da, b, a, db, th.d, v.d], |[da, b, a, db, d, dd]| {
+                    d * (da * b + a * db) + dd * a * b
+                }),
+            };
+            add_scaled(acc, s, b);
+            *bias_acc += s;
+            let mut w = 0.0;
+            if *hessian {
+                w = -e();
+                add_scaled(acc2, w, db);
+                add_scaled(acc3, w, b);
+            }
+            (s, w)
+        }
+    };
+    if let Some(sk) = sink {
+        // Entry (r, c) seen from item c: its own row gets
+        // w1·∂r̂/∂(row c).
+        let dst = &mut items[c * sk.width..(c + 1) * sk.width];
+        let da: &[f32] =
+            sk.v.as_ref()
+                .map(|v| &v.other[r * f..(r + 1) * f])
+                .unwrap_or(&[]);
+        match layout.kind {
+            ModelKind::Lf => {
+                add_scaled(&mut dst[..f], w1, a);
+                if w2 != 0.0 {
+                    add_scaled(&mut dst[..f], w2, da);
+                }
+            }
+            ModelKind::Udv => {
+                let dd: &[f32] = sk.v.as_ref().map(|v| v.d).unwrap_or(&[]);
+                for t in 0..f {
+                    let mut x = th.d[t] * w1 * a[t];
+                    if w2 != 0.0 {
+                        x += th.d[t] * w2 * da[t] + dd[t] * w2 * a[t];
+                    }
+                    dst[t] += x;
+                }
+            }
+        }
+        dst[f] += w1;
+    }
+}
+
 /// Reduces over rows in `blocks` (consecutive ranges covering all rows in order). `out_rows` has
 /// own-rows × f floats (plus own biases) or is absent for a loss pass; `sink` turns on the fused
 /// item side. Returns (Σe², d-block partial sum, item buffers per block).
@@ -186,6 +310,7 @@ fn side_pass(
     with_d: bool,
     sink: Option<&ItemSink>,
     tile: Option<usize>,
+    plan: Option<&TilePlan>,
     sq_group: usize,
 ) -> (f64, Vec<f64>, Vec<Vec<f32>>) {
     let f = layout.rank;
@@ -211,12 +336,14 @@ fn side_pass(
     // Untiled: one row at a time over all its columns. Tiled: `n` rows at a time, and across
     // them the columns in windows of `n`, so each row's entries still come in column order and
     // each column's in row order (every f32 sum is added in the untiled order).
-    let (sub_rows, window) = match tile {
-        Some(n) => (n.max(1), n.max(1)),
-        None => (1, usize::MAX),
+    // With a tile plan, the rows go `plan.rows` at a time and their entries come from the plan.
+    let (sub_rows, window) = match (plan, tile) {
+        (Some(pl), _) => (pl.rows, usize::MAX),
+        (None, Some(n)) => (n.max(1), n.max(1)),
+        (None, None) => (1, usize::MAX),
     };
     let n_cols = csr.n_cols;
-    let tiled = tile.is_some();
+    let tiled = tile.is_some() && plan.is_none();
     // Curvature passes read the other side's θ row and direction row of every entry: side by
     // side in one table, the two are one region of 2f floats (`CpuBackend::pairs`).
     let pair: Vec<f32> = match pass {
@@ -247,12 +374,29 @@ fn side_pass(
             prefetch(items, c * sk.width, sk.width);
         }
     };
+    let cx = EntryCtx {
+        layout,
+        th,
+        pass,
+        pair: &pair,
+        sink,
+        f,
+        paired,
+    };
+    // Row jj's f floats of a per-row accumulator (none when the pass keeps none).
+    fn row_of(v: &mut [f32], jj: usize, f: usize) -> &mut [f32] {
+        if v.is_empty() {
+            &mut []
+        } else {
+            &mut v[jj * f..(jj + 1) * f]
+        }
+    }
     let partials: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)> = be.install(|| {
         row_chunks
             .into_par_iter()
             .zip(bias_chunks.into_par_iter())
-            .zip(blocks.par_iter())
-            .map(|((mut rows, mut biases), blk)| {
+            .zip(blocks.par_iter().enumerate())
+            .map(|((mut rows, mut biases), (bi, blk))| {
                 // Σe² per group of `sq_group` rows from the block's start, each the rows' sums
                 // added in row order.
                 let mut sq = vec![0f64; blk.len().div_ceil(sq_group.max(1)).max(1)];
@@ -270,178 +414,119 @@ fn side_pass(
                 let mut row_sq = vec![0f64; sub];
                 // Per row of the sub-block: where its walk stands, and the column there (u32::MAX
                 // once done), so a tile that holds none of a row's entries costs one load.
-                let mut cursor = vec![0usize; sub];
-                let mut next = vec![u32::MAX; sub];
+                let mut cursor = vec![0usize; if plan.is_some() { 0 } else { sub }];
+                let mut next = vec![u32::MAX; cursor.len()];
                 let mut s0 = blk.start;
                 while s0 < blk.end {
                     let s1 = (s0 + sub).min(blk.end);
-                    for (jj, r) in (s0..s1).enumerate() {
-                        let k = csr.ptr[r] as usize;
-                        cursor[jj] = k;
-                        next[jj] = if k < csr.ptr[r + 1] as usize {
-                            csr.index[k]
-                        } else {
-                            u32::MAX
-                        };
-                    }
                     accs.fill(0.0);
                     acc2s.fill(0.0);
                     acc3s.fill(0.0);
                     bias_accs.fill(0.0);
                     row_sq.fill(0.0);
-                    let mut c0 = 0usize;
-                    loop {
-                        let c1 = c0.saturating_add(window).min(n_cols);
-                        for (jj, r) in (s0..s1).enumerate() {
-                            if next[jj] as usize >= c1 {
-                                continue;
-                            }
-                            let row_end = csr.ptr[r + 1] as usize;
-                            let from = cursor[jj];
-                            let to = if c1 >= n_cols {
-                                row_end
-                            } else {
-                                let mut k = from + 1;
-                                while k < row_end && (csr.index[k] as usize) < c1 {
-                                    k += 1;
+                    if let Some(pl) = plan {
+                        // The plan's group of rows s0..s1: its tiles in column order.
+                        let g = pl.group_base[bi] + (s0 - blk.start) / pl.rows;
+                        for t in 0..pl.n_tiles {
+                            let c0 = t * pl.cols;
+                            let (e0, e1) =
+                                (pl.ptr[g * pl.n_tiles + t], pl.ptr[g * pl.n_tiles + t + 1]);
+                            for e in e0..e1 {
+                                if e + PREFETCH_AHEAD < e1 {
+                                    let x = pl.packed[e + PREFETCH_AHEAD];
+                                    hint(&items, c0 + (x & 0xffff) as usize);
                                 }
-                                k
-                            };
-                            cursor[jj] = to;
-                            next[jj] = if to < row_end {
-                                csr.index[to]
+                                let x = pl.packed[e];
+                                let (jj, c) = ((x >> 16) as usize, c0 + (x & 0xffff) as usize);
+                                let r = s0 + jj;
+                                let mut row = RowAcc {
+                                    r,
+                                    a: &th.own[r * f..(r + 1) * f],
+                                    ba: th.own_bias.get(r).copied().unwrap_or(0.0),
+                                    acc: &mut accs[jj * f..(jj + 1) * f],
+                                    acc2: row_of(&mut acc2s, jj, f),
+                                    acc3: row_of(&mut acc3s, jj, f),
+                                    bias_acc: &mut bias_accs[jj],
+                                    sq: &mut row_sq[jj],
+                                };
+                                visit(&cx, &mut row, c, (&pl.values[..], e), &mut items);
+                            }
+                        }
+                    } else {
+                        for (jj, r) in (s0..s1).enumerate() {
+                            let k = csr.ptr[r] as usize;
+                            cursor[jj] = k;
+                            next[jj] = if k < csr.ptr[r + 1] as usize {
+                                csr.index[k]
                             } else {
                                 u32::MAX
                             };
-                            // Tiled, the entries walked next are the next rows' in this window,
-                            // not this row's: hint the first two of the row `ROWS_AHEAD` on.
-                            if tiled {
-                                let ja = jj + ROWS_AHEAD;
-                                if ja < s1 - s0 {
-                                    let end = csr.ptr[s0 + ja + 1] as usize;
-                                    for k in cursor[ja]..(cursor[ja] + 2).min(end) {
-                                        let ca = csr.index[k] as usize;
-                                        if ca >= c1 {
-                                            break;
-                                        }
-                                        hint(&items, ca);
-                                    }
+                        }
+                        let mut c0 = 0usize;
+                        loop {
+                            let c1 = c0.saturating_add(window).min(n_cols);
+                            for (jj, r) in (s0..s1).enumerate() {
+                                if next[jj] as usize >= c1 {
+                                    continue;
                                 }
-                            }
-                            let a = &th.own[r * f..(r + 1) * f];
-                            let ba = th.own_bias.get(r).copied().unwrap_or(0.0);
-                            let acc = &mut accs[jj * f..(jj + 1) * f];
-                            let (acc2, acc3): (&mut [f32], &mut [f32]) = if hess {
-                                (
-                                    &mut acc2s[jj * f..(jj + 1) * f],
-                                    &mut acc3s[jj * f..(jj + 1) * f],
-                                )
-                            } else {
-                                (&mut [], &mut [])
-                            };
-                            let bias_acc = &mut bias_accs[jj];
-                            let sq = &mut row_sq[jj];
-                            for k in from..to {
-                                if !tiled || k + PREFETCH_AHEAD < to {
-                                    if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
-                                        hint(&items, ahead as usize);
-                                    }
-                                }
-                                let c = csr.index[k] as usize;
-                                let b = if paired {
-                                    &pair[c * 2 * f..c * 2 * f + f]
+                                let row_end = csr.ptr[r + 1] as usize;
+                                let from = cursor[jj];
+                                let to = if c1 >= n_cols {
+                                    row_end
                                 } else {
-                                    &th.other[c * f..(c + 1) * f]
+                                    let mut k = from + 1;
+                                    while k < row_end && (csr.index[k] as usize) < c1 {
+                                        k += 1;
+                                    }
+                                    k
                                 };
-                                let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
-                                // The residual, needed by every pass but the Gauss–Newton
-                                // product.
-                                let e = || csr.values[k] - predict(layout, a, b, ba, bb, th.d);
-                                // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
-                                let (w1, w2) = match pass {
-                                    Pass::Loss => {
-                                        *sq += (e() as f64).powi(2);
-                                        continue;
-                                    }
-                                    Pass::Grad => {
-                                        let e = e();
-                                        *sq += (e as f64) * (e as f64);
-                                        add_scaled(acc, -e, b);
-                                        *bias_acc -= e;
-                                        (-e, 0.0)
-                                    }
-                                    Pass::Curv { v, hessian } => {
-                                        let da = &v.own[r * f..(r + 1) * f];
-                                        let db = if paired {
-                                            &pair[c * 2 * f + f..(c + 1) * 2 * f]
-                                        } else {
-                                            &v.other[c * f..(c + 1) * f]
-                                        };
-                                        let s = match layout.kind {
-                                            ModelKind::Lf => {
-                                                let s =
-                                                    lane_sum([da, b, a, db], |[da, b, a, db]| {
-                                                        da * b + a * db
-                                                    });
-                                                if layout.biases {
-                                                    s + v.own_bias[r] + v.other_bias[c]
-                                                } else {
-                                                    s
-                                                }
-                                            }
-                                            ModelKind::Udv => lane_sum(
-                                                [da, b, a, db, th.d, v.d],
-                                                |[da, b, a, db, d, dd]| {
-                                                    d * (da * b + a * db) + dd * a * b
-                                                },
-                                            ),
-                                        };
-                                        add_scaled(acc, s, b);
-                                        *bias_acc += s;
-                                        let mut w = 0.0;
-                                        if *hessian {
-                                            w = -e();
-                                            add_scaled(acc2, w, db);
-                                            add_scaled(acc3, w, b);
-                                        }
-                                        (s, w)
-                                    }
+                                cursor[jj] = to;
+                                next[jj] = if to < row_end {
+                                    csr.index[to]
+                                } else {
+                                    u32::MAX
                                 };
-                                if let Some(sk) = sink {
-                                    // Entry (r, c) seen from item c: its own row gets
-                                    // w1·∂r̂/∂(row c).
-                                    let dst = &mut items[c * sk.width..(c + 1) * sk.width];
-                                    let da: &[f32] =
-                                        sk.v.as_ref()
-                                            .map(|v| &v.other[r * f..(r + 1) * f])
-                                            .unwrap_or(&[]);
-                                    match layout.kind {
-                                        ModelKind::Lf => {
-                                            add_scaled(&mut dst[..f], w1, a);
-                                            if w2 != 0.0 {
-                                                add_scaled(&mut dst[..f], w2, da);
+                                // Tiled, the entries walked next are the next rows' in this
+                                // window, not this row's: hint the first two of the row
+                                // `ROWS_AHEAD` on.
+                                if tiled {
+                                    let ja = jj + ROWS_AHEAD;
+                                    if ja < s1 - s0 {
+                                        let end = csr.ptr[s0 + ja + 1] as usize;
+                                        for k in cursor[ja]..(cursor[ja] + 2).min(end) {
+                                            let ca = csr.index[k] as usize;
+                                            if ca >= c1 {
+                                                break;
                                             }
-                                        }
-                                        ModelKind::Udv => {
-                                            let dd: &[f32] =
-                                                sk.v.as_ref().map(|v| v.d).unwrap_or(&[]);
-                                            for t in 0..f {
-                                                let mut x = th.d[t] * w1 * a[t];
-                                                if w2 != 0.0 {
-                                                    x += th.d[t] * w2 * da[t] + dd[t] * w2 * a[t];
-                                                }
-                                                dst[t] += x;
-                                            }
+                                            hint(&items, ca);
                                         }
                                     }
-                                    dst[f] += w1;
+                                }
+                                let mut row = RowAcc {
+                                    r,
+                                    a: &th.own[r * f..(r + 1) * f],
+                                    ba: th.own_bias.get(r).copied().unwrap_or(0.0),
+                                    acc: &mut accs[jj * f..(jj + 1) * f],
+                                    acc2: row_of(&mut acc2s, jj, f),
+                                    acc3: row_of(&mut acc3s, jj, f),
+                                    bias_acc: &mut bias_accs[jj],
+                                    sq: &mut row_sq[jj],
+                                };
+                                for k in from..to {
+                                    if !tiled || k + PREFETCH_AHEAD < to {
+                                        if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
+                                            hint(&items, ahead as usize);
+                                        }
+                                    }
+                                    let c = csr.index[k] as usize;
+                                    visit(&cx, &mut row, c, (&csr.values[..], k), &mut items);
                                 }
                             }
+                            if c1 >= n_cols {
+                                break;
+                            }
+                            c0 = c1;
                         }
-                        if c1 >= n_cols {
-                            break;
-                        }
-                        c0 = c1;
                     }
                     for (jj, x) in row_sq[..s1 - s0].iter().enumerate() {
                         sq[(s0 + jj - blk.start) / sq_group.max(1)] += x;
@@ -561,6 +646,129 @@ fn fused_blocks(fusion: Fusion, m: &Matrix) -> Option<Vec<std::ops::Range<usize>
     fuse.then(|| balanced_blocks(&m.by_user, FUSE_BLOCKS))
 }
 
+/// The fused pass's entries in tile order, computed once per matrix (`CpuBackend::plan_tile`
+/// says when): each fused block's rows in groups of `rows`, each group's entries in tiles of
+/// `cols` columns, tiles in column order, (row, column) order inside a tile. So every row still
+/// sees its entries in column order and every column its rows in row order: the sums are the
+/// untiled pass's, to the bit. An entry is packed as (row in its group) << 16 | (column in its
+/// tile), with its value beside it: 8 bytes per entry on top of the CSR and CSC.
+pub(crate) struct TilePlan {
+    /// Rows per group (≤ 65,536).
+    rows: usize,
+    /// Columns per tile (≤ 65,536).
+    cols: usize,
+    /// Column tiles per group.
+    n_tiles: usize,
+    /// The blocks the groups were cut in.
+    blocks: Vec<std::ops::Range<usize>>,
+    /// Per block, the index of its first group.
+    group_base: Vec<usize>,
+    /// Per (group, tile), where its entries start in `packed`; one more at the end.
+    ptr: Vec<usize>,
+    packed: Vec<u32>,
+    values: Vec<f32>,
+}
+
+/// Users per group of the fused pass's tile plan. A group's rows are walked in order once per
+/// column tile, so their arrays stream and need not fit L2; more rows per group means more
+/// entries per item row brought into L2 (at 1M × 20k × 20M, 8 per tile of 2,624 items).
+pub const PLAN_ROWS: usize = 8192;
+
+impl TilePlan {
+    fn new(
+        be: &CpuBackend,
+        c: &Compressed,
+        blocks: Vec<std::ops::Range<usize>>,
+        rows: usize,
+        cols: usize,
+    ) -> Self {
+        assert!((1..=1 << 16).contains(&rows) && (1..=1 << 16).contains(&cols));
+        let n_tiles = c.n_cols.div_ceil(cols).max(1);
+        let mut groups = Vec::new();
+        let mut group_base = Vec::with_capacity(blocks.len());
+        for blk in &blocks {
+            group_base.push(groups.len());
+            groups.extend(
+                crate::backend::partition(blk.len(), rows)
+                    .map(|g| blk.start + g.start..blk.start + g.end),
+            );
+        }
+        // Each group's entries, tile by tile, walking its rows' cursors.
+        let parts: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = be.install(|| {
+            groups
+                .par_iter()
+                .map(|g| {
+                    let lo = c.ptr[g.start] as usize;
+                    let n = c.ptr[g.end] as usize - lo;
+                    let (mut counts, mut packed, mut values) = (
+                        Vec::with_capacity(n_tiles),
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                    );
+                    let mut cursor: Vec<usize> = g.clone().map(|r| c.ptr[r] as usize).collect();
+                    for t in 0..n_tiles {
+                        let c0 = t * cols;
+                        let c1 = (c0 + cols).min(c.n_cols);
+                        let from = packed.len();
+                        for (j, r) in g.clone().enumerate() {
+                            let end = c.ptr[r + 1] as usize;
+                            while cursor[j] < end && (c.index[cursor[j]] as usize) < c1 {
+                                let k = cursor[j];
+                                packed.push(((j as u32) << 16) | (c.index[k] - c0 as u32));
+                                values.push(c.values[k]);
+                                cursor[j] += 1;
+                            }
+                        }
+                        counts.push(packed.len() - from);
+                    }
+                    (counts, packed, values)
+                })
+                .collect()
+        });
+        let mut ptr = Vec::with_capacity(groups.len() * n_tiles + 1);
+        let (mut packed, mut values) = (Vec::with_capacity(c.nnz()), Vec::with_capacity(c.nnz()));
+        ptr.push(0);
+        for (counts, pk, vs) in parts {
+            for n in counts {
+                ptr.push(ptr.last().unwrap() + n);
+            }
+            packed.extend_from_slice(&pk);
+            values.extend_from_slice(&vs);
+        }
+        TilePlan {
+            rows,
+            cols,
+            n_tiles,
+            blocks,
+            group_base,
+            ptr,
+            packed,
+            values,
+        }
+    }
+}
+
+/// A matrix on the CPU backend: the host CSR and CSC, and the fused pass's tile plan where tiles
+/// are in force for it.
+pub struct CpuMatrix {
+    matrix: Matrix,
+    plan: Option<TilePlan>,
+}
+
+impl std::ops::Deref for CpuMatrix {
+    type Target = Matrix;
+    fn deref(&self) -> &Matrix {
+        &self.matrix
+    }
+}
+
+impl CpuMatrix {
+    /// Whether the fused passes walk a precomputed tile plan (and its tile: rows × columns).
+    pub fn tile_plan(&self) -> Option<(usize, usize)> {
+        self.plan.as_ref().map(|p| (p.rows, p.cols))
+    }
+}
+
 /// Entries on the CPU backend: the ratings as given and, when tiled, the order a tiled pass
 /// walks them in (tiles of t users × t items, user tiles in order, item tiles in order inside
 /// each, (user, item) order inside a tile) with each entry's place in that order. Evaluation
@@ -622,7 +830,7 @@ impl CpuBackend {
     /// buffers added in block order); otherwise the item side is a second pass over the CSC.
     fn two_sided(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         theta: &[f32],
         dir: Option<(&[f32], bool)>,
@@ -642,6 +850,7 @@ impl CpuBackend {
         let tile_of = |c: &Compressed| self.tile(f, c.n_rows, c.n_cols, c.nnz());
         let (sq, dsum) = match fused_blocks(self.fusion, m) {
             Some(blocks) => {
+                let plan = m.plan.as_ref().filter(|p| p.blocks == blocks);
                 let sink = ItemSink {
                     th: view(layout, theta, Side::Items),
                     v: dir.map(|(v, _)| view(layout, v, Side::Items)),
@@ -659,6 +868,7 @@ impl CpuBackend {
                     udv,
                     Some(&sink),
                     tile_of(&m.by_user),
+                    plan,
                     usize::MAX,
                 );
                 // Item rows: the blocks' buffers added in block order.
@@ -696,6 +906,7 @@ impl CpuBackend {
                     udv,
                     None,
                     user_tile,
+                    None,
                     ROWS,
                 );
                 side_pass(
@@ -710,6 +921,7 @@ impl CpuBackend {
                     false,
                     None,
                     item_tile,
+                    None,
                     ROWS,
                 );
                 (sq, dsum)
@@ -725,13 +937,13 @@ impl CpuBackend {
 }
 
 impl SparseOps for CpuBackend {
-    type Matrix = Matrix;
+    type Matrix = CpuMatrix;
     type Entries = CpuEntries;
     type Precond = super::CpuPrecond;
 
     fn precond_new(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         kind: PrecondKind,
         sam: bool,
@@ -751,7 +963,7 @@ impl SparseOps for CpuBackend {
 
     fn precond_build(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         theta: &Vec<f32>,
         reg: &Vec<f32>,
@@ -763,7 +975,7 @@ impl SparseOps for CpuBackend {
 
     fn precond_build_summed(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         theta: &Vec<f32>,
         reg: &Vec<f32>,
@@ -785,9 +997,17 @@ impl SparseOps for CpuBackend {
         Ok(())
     }
 
-    fn upload_matrix(&self, m: &Matrix, layout: &Layout) -> Result<Matrix> {
+    fn upload_matrix(&self, m: &Matrix, layout: &Layout) -> Result<CpuMatrix> {
         check_shape(m.n_users(), m.n_items(), layout)?;
-        Ok(m.clone())
+        let plan = fused_blocks(self.fusion, m).and_then(|blocks| {
+            let c = &m.by_user;
+            let cols = self.plan_tile(layout.rank, c.n_cols)?;
+            Some(TilePlan::new(self, c, blocks, self.plan_rows, cols))
+        });
+        Ok(CpuMatrix {
+            matrix: m.clone(),
+            plan,
+        })
     }
     fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<CpuEntries> {
         check_entries(r, layout)?;
@@ -795,7 +1015,7 @@ impl SparseOps for CpuBackend {
         Ok(CpuEntries::new(r, tile))
     }
 
-    fn sq_error(&self, m: &Matrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
+    fn sq_error(&self, m: &CpuMatrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
         let th = view(layout, theta, Side::Users);
         let c = &m.by_user;
         let tile = self.tile(layout.rank, c.n_rows, c.n_cols, c.nnz());
@@ -811,6 +1031,7 @@ impl SparseOps for CpuBackend {
             false,
             None,
             tile,
+            None,
             ROWS,
         )
         .0)
@@ -818,7 +1039,7 @@ impl SparseOps for CpuBackend {
 
     fn gradient(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         theta: &Vec<f32>,
         grad: &mut Vec<f32>,
@@ -828,7 +1049,7 @@ impl SparseOps for CpuBackend {
 
     fn curvature_product(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         theta: &Vec<f32>,
         v: &Vec<f32>,
