@@ -406,7 +406,10 @@ fn side_pass(
                     .unwrap_or_default();
                 let sub = sub_rows.min(blk.len().max(1));
                 let hlen = if hess { sub * f } else { 0 };
-                let mut accs = vec![0f32; sub * f]; // Σ w·other (or Σ s·other), per row
+                // LF outputs without Hessian terms are the row sums themselves: summed in place.
+                let direct = layout.kind == ModelKind::Lf && !hess && rows.is_some();
+                // Σ w·other (or Σ s·other), per row.
+                let mut accs = vec![0f32; if direct { 0 } else { sub * f }];
                 let mut acc2s = vec![0f32; hlen]; // Hessian: Σ w·d_other
                 let mut acc3s = vec![0f32; hlen]; // Hessian: Σ w·other
                 let mut bias_accs = vec![0f32; sub];
@@ -419,7 +422,11 @@ fn side_pass(
                 let mut s0 = blk.start;
                 while s0 < blk.end {
                     let s1 = (s0 + sub).min(blk.end);
-                    accs.fill(0.0);
+                    let acc_buf: &mut [f32] = match rows.as_deref_mut() {
+                        Some(o) if direct => &mut o[(s0 - blk.start) * f..(s1 - blk.start) * f],
+                        _ => &mut accs,
+                    };
+                    acc_buf.fill(0.0);
                     acc2s.fill(0.0);
                     acc3s.fill(0.0);
                     bias_accs.fill(0.0);
@@ -443,7 +450,7 @@ fn side_pass(
                                     r,
                                     a: &th.own[r * f..(r + 1) * f],
                                     ba: th.own_bias.get(r).copied().unwrap_or(0.0),
-                                    acc: &mut accs[jj * f..(jj + 1) * f],
+                                    acc: &mut acc_buf[jj * f..(jj + 1) * f],
                                     acc2: row_of(&mut acc2s, jj, f),
                                     acc3: row_of(&mut acc3s, jj, f),
                                     bias_acc: &mut bias_accs[jj],
@@ -506,7 +513,7 @@ fn side_pass(
                                     r,
                                     a: &th.own[r * f..(r + 1) * f],
                                     ba: th.own_bias.get(r).copied().unwrap_or(0.0),
-                                    acc: &mut accs[jj * f..(jj + 1) * f],
+                                    acc: &mut acc_buf[jj * f..(jj + 1) * f],
                                     acc2: row_of(&mut acc2s, jj, f),
                                     acc3: row_of(&mut acc3s, jj, f),
                                     bias_acc: &mut bias_accs[jj],
@@ -538,7 +545,11 @@ fn side_pass(
                     for (jj, r) in (s0..s1).enumerate() {
                         let j = r - blk.start;
                         let a = &th.own[r * f..(r + 1) * f];
-                        let acc = &accs[jj * f..(jj + 1) * f];
+                        let acc: &[f32] = if direct {
+                            &[]
+                        } else {
+                            &accs[jj * f..(jj + 1) * f]
+                        };
                         let (acc2, acc3): (&[f32], &[f32]) = if hess {
                             (&acc2s[jj * f..(jj + 1) * f], &acc3s[jj * f..(jj + 1) * f])
                         } else {
@@ -547,8 +558,10 @@ fn side_pass(
                         let row = &mut rows[j * f..(j + 1) * f];
                         match layout.kind {
                             ModelKind::Lf => {
-                                for t in 0..f {
-                                    row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
+                                if !direct {
+                                    for t in 0..f {
+                                        row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
+                                    }
                                 }
                                 if let Some(bo) = biases.as_deref_mut() {
                                     bo[j] = bias_accs[jj];
