@@ -2,7 +2,8 @@
 //! in which any sum is added: every gradient, curvature product, loss and evaluation must equal the
 //! untiled one to the bit, fused or not, for tiles that cut the rows and columns anywhere, and with
 //! or without the curvature passes' side-by-side table of θ and direction rows, and whether the
-//! fused passes walk a precomputed tile plan or the rows' cursors.
+//! fused passes walk a precomputed tile plan or the rows' cursors, in the portable build or the
+//! AVX2 one.
 
 mod common;
 
@@ -25,11 +26,23 @@ fn backends(fusion: Fusion) -> Vec<(String, CpuBackend)> {
     ]
     .into_iter()
     .map(|t| {
+        // The untiled pass runs the portable build; every other one the AVX2 build where the
+        // CPU has it: the bits must agree across builds too.
         (
             format!("tile {t:?}, {fusion:?}"),
-            cpu().with_fusion(fusion).with_tile_items(t),
+            cpu()
+                .with_fusion(fusion)
+                .with_tile_items(t)
+                .with_avx2(t != Some(0)),
         )
     })
+    .chain([(
+        "tile Some(16), portable build".to_string(),
+        cpu()
+            .with_fusion(fusion)
+            .with_tile_items(Some(16))
+            .with_avx2(false),
+    )])
     // Tile plans whose groups of rows cut the fused blocks anywhere.
     .chain(
         [(Some(7), 3), (Some(16), 7), (Some(1), 1)]

@@ -28,6 +28,8 @@ pub struct CpuBackend {
     tile_items: Option<usize>,
     pair_max_bytes: usize,
     plan_rows: usize,
+    /// Whether the sparse passes run their AVX2 build (x86_64 CPUs that have it).
+    wide: bool,
 }
 
 /// Whether gradients and curvature products do the item side inside the user pass (one pass over
@@ -55,6 +57,7 @@ impl CpuBackend {
             tile_items: None,
             pair_max_bytes: PAIR_MAX_BYTES,
             plan_rows: PLAN_ROWS,
+            wide: avx2(),
         })
     }
 
@@ -90,6 +93,18 @@ impl CpuBackend {
     pub fn with_plan_rows(mut self, rows: usize) -> Self {
         self.plan_rows = rows.clamp(1, 1 << 16);
         self
+    }
+
+    /// The same backend with the sparse passes' AVX2 build allowed (the default, where the CPU
+    /// has AVX2) or not. Results do not depend on it.
+    pub fn with_avx2(mut self, allow: bool) -> Self {
+        self.wide = allow && avx2();
+        self
+    }
+
+    /// Whether the sparse passes run their AVX2 build.
+    pub(crate) fn wide(&self) -> bool {
+        self.wide
     }
 
     /// Whether a curvature pass over `other` rows of rank `f` reads them from one side-by-side
@@ -134,6 +149,14 @@ impl CpuBackend {
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)
     }
+}
+
+/// Whether this CPU has AVX2.
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The largest side-by-side table of the other side's θ and direction rows a curvature pass

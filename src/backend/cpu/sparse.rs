@@ -107,7 +107,7 @@ fn add_scaled(y: &mut [f32], s: f32, x: &[f32]) {
 }
 
 /// r̂ for one entry from its two factor rows (and biases).
-#[inline]
+#[inline(always)]
 fn predict(layout: &Layout, a: &[f32], b: &[f32], ba: f32, bb: f32, d: &[f32]) -> f32 {
     let n = a.len();
     match layout.kind {
@@ -294,6 +294,305 @@ fn visit(cx: &EntryCtx, row: &mut RowAcc, c: usize, (vals, k): (&[f32], usize), 
     }
 }
 
+/// Row jj's f floats of a per-row accumulator (none when the pass keeps none).
+#[inline(always)]
+fn row_of(v: &mut [f32], jj: usize, f: usize) -> &mut [f32] {
+    if v.is_empty() {
+        &mut []
+    } else {
+        &mut v[jj * f..(jj + 1) * f]
+    }
+}
+
+/// What every block of a pass shares (see [`side_pass`]).
+struct BlockCtx<'a> {
+    cx: EntryCtx<'a>,
+    csr: &'a Compressed,
+    plan: Option<&'a TilePlan>,
+    /// Rows walked together, and the columns per window of a cursor walk.
+    sub_rows: usize,
+    window: usize,
+    /// Whether the cursors walk tiles (no plan).
+    tiled: bool,
+    hess: bool,
+    sq_group: usize,
+    dlen: usize,
+    with_d: bool,
+}
+
+/// [`BlockCtx::block`] compiled for AVX2: the same operations in the same order on 8-wide
+/// registers (no fused multiply-adds), so the same bits as the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_avx2(
+    bc: &BlockCtx,
+    rows: Option<&mut [f32]>,
+    biases: Option<&mut [f32]>,
+    bi: usize,
+    blk: &std::ops::Range<usize>,
+) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+    bc.block(rows, biases, bi, blk)
+}
+
+impl BlockCtx<'_> {
+    /// Asks the other side's rows of column `c` (and its fused item row) into cache.
+    #[inline(always)]
+    fn hint(&self, items: &[f32], c: usize) {
+        let EntryCtx {
+            th,
+            pass,
+            pair,
+            sink,
+            f,
+            paired,
+            ..
+        } = self.cx;
+        if paired {
+            prefetch(pair, c * 2 * f, 2 * f);
+        } else {
+            prefetch(th.other, c * f, f);
+            if let Pass::Curv { v, .. } = pass {
+                prefetch(v.other, c * f, f);
+            }
+        }
+        if let Some(sk) = sink {
+            prefetch(items, c * sk.width, sk.width);
+        }
+    }
+
+    /// Block `bi` (rows `blk`) of a pass: (Σe² partials, d-block partial, item buffer).
+    #[inline(always)]
+    fn block(
+        &self,
+        mut rows: Option<&mut [f32]>,
+        mut biases: Option<&mut [f32]>,
+        bi: usize,
+        blk: &std::ops::Range<usize>,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+        let BlockCtx {
+            ref cx,
+            csr,
+            plan,
+            sub_rows,
+            window,
+            tiled,
+            hess,
+            sq_group,
+            dlen,
+            with_d,
+        } = *self;
+        let EntryCtx {
+            layout,
+            th,
+            pass,
+            sink,
+            f,
+            ..
+        } = *cx;
+        let n_cols = csr.n_cols;
+        // Σe² per group of `sq_group` rows from the block's start, each the rows' sums
+        // added in row order.
+        let mut sq = vec![0f64; blk.len().div_ceil(sq_group.max(1)).max(1)];
+        let mut dpart = vec![0f64; dlen];
+        let mut items = sink
+            .map(|s| vec![0f32; s.th.own.len() / f.max(1) * s.width])
+            .unwrap_or_default();
+        let sub = sub_rows.min(blk.len().max(1));
+        let hlen = if hess { sub * f } else { 0 };
+        // LF outputs without Hessian terms are the row sums themselves: summed in place.
+        let direct = layout.kind == ModelKind::Lf && !hess && rows.is_some();
+        // Σ w·other (or Σ s·other), per row.
+        let mut accs = vec![0f32; if direct { 0 } else { sub * f }];
+        let mut acc2s = vec![0f32; hlen]; // Hessian: Σ w·d_other
+        let mut acc3s = vec![0f32; hlen]; // Hessian: Σ w·other
+        let mut bias_accs = vec![0f32; sub];
+        // Σe² per row, added in row order: the f64 loss does not depend on the tiles.
+        let mut row_sq = vec![0f64; sub];
+        // Per row of the sub-block: where its walk stands, and the column there (u32::MAX
+        // once done), so a tile that holds none of a row's entries costs one load.
+        let mut cursor = vec![0usize; if plan.is_some() { 0 } else { sub }];
+        let mut next = vec![u32::MAX; cursor.len()];
+        let mut s0 = blk.start;
+        while s0 < blk.end {
+            let s1 = (s0 + sub).min(blk.end);
+            let acc_buf: &mut [f32] = match rows.as_deref_mut() {
+                Some(o) if direct => &mut o[(s0 - blk.start) * f..(s1 - blk.start) * f],
+                _ => &mut accs,
+            };
+            acc_buf.fill(0.0);
+            acc2s.fill(0.0);
+            acc3s.fill(0.0);
+            bias_accs.fill(0.0);
+            row_sq.fill(0.0);
+            if let Some(pl) = plan {
+                // The plan's group of rows s0..s1: its tiles in column order.
+                let g = pl.group_base[bi] + (s0 - blk.start) / pl.rows;
+                for t in 0..pl.n_tiles {
+                    let c0 = t * pl.cols;
+                    let (e0, e1) = (pl.ptr[g * pl.n_tiles + t], pl.ptr[g * pl.n_tiles + t + 1]);
+                    for e in e0..e1 {
+                        if e + PREFETCH_AHEAD < e1 {
+                            let x = pl.packed[e + PREFETCH_AHEAD];
+                            self.hint(&items, c0 + (x & 0xffff) as usize);
+                        }
+                        let x = pl.packed[e];
+                        let (jj, c) = ((x >> 16) as usize, c0 + (x & 0xffff) as usize);
+                        let r = s0 + jj;
+                        let mut row = RowAcc {
+                            r,
+                            a: &th.own[r * f..(r + 1) * f],
+                            ba: th.own_bias.get(r).copied().unwrap_or(0.0),
+                            acc: &mut acc_buf[jj * f..(jj + 1) * f],
+                            acc2: row_of(&mut acc2s, jj, f),
+                            acc3: row_of(&mut acc3s, jj, f),
+                            bias_acc: &mut bias_accs[jj],
+                            sq: &mut row_sq[jj],
+                        };
+                        visit(cx, &mut row, c, (&pl.values[..], e), &mut items);
+                    }
+                }
+            } else {
+                for (jj, r) in (s0..s1).enumerate() {
+                    let k = csr.ptr[r] as usize;
+                    cursor[jj] = k;
+                    next[jj] = if k < csr.ptr[r + 1] as usize {
+                        csr.index[k]
+                    } else {
+                        u32::MAX
+                    };
+                }
+                let mut c0 = 0usize;
+                loop {
+                    let c1 = c0.saturating_add(window).min(n_cols);
+                    for (jj, r) in (s0..s1).enumerate() {
+                        if next[jj] as usize >= c1 {
+                            continue;
+                        }
+                        let row_end = csr.ptr[r + 1] as usize;
+                        let from = cursor[jj];
+                        let to = if c1 >= n_cols {
+                            row_end
+                        } else {
+                            let mut k = from + 1;
+                            while k < row_end && (csr.index[k] as usize) < c1 {
+                                k += 1;
+                            }
+                            k
+                        };
+                        cursor[jj] = to;
+                        next[jj] = if to < row_end {
+                            csr.index[to]
+                        } else {
+                            u32::MAX
+                        };
+                        // Tiled, the entries walked next are the next rows' in this
+                        // window, not this row's: hint the first two of the row
+                        // `ROWS_AHEAD` on.
+                        if tiled {
+                            let ja = jj + ROWS_AHEAD;
+                            if ja < s1 - s0 {
+                                let end = csr.ptr[s0 + ja + 1] as usize;
+                                for k in cursor[ja]..(cursor[ja] + 2).min(end) {
+                                    let ca = csr.index[k] as usize;
+                                    if ca >= c1 {
+                                        break;
+                                    }
+                                    self.hint(&items, ca);
+                                }
+                            }
+                        }
+                        let mut row = RowAcc {
+                            r,
+                            a: &th.own[r * f..(r + 1) * f],
+                            ba: th.own_bias.get(r).copied().unwrap_or(0.0),
+                            acc: &mut acc_buf[jj * f..(jj + 1) * f],
+                            acc2: row_of(&mut acc2s, jj, f),
+                            acc3: row_of(&mut acc3s, jj, f),
+                            bias_acc: &mut bias_accs[jj],
+                            sq: &mut row_sq[jj],
+                        };
+                        for k in from..to {
+                            if !tiled || k + PREFETCH_AHEAD < to {
+                                if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
+                                    self.hint(&items, ahead as usize);
+                                }
+                            }
+                            let c = csr.index[k] as usize;
+                            visit(cx, &mut row, c, (&csr.values[..], k), &mut items);
+                        }
+                    }
+                    if c1 >= n_cols {
+                        break;
+                    }
+                    c0 = c1;
+                }
+            }
+            for (jj, x) in row_sq[..s1 - s0].iter().enumerate() {
+                sq[(s0 + jj - blk.start) / sq_group.max(1)] += x;
+            }
+            let Some(rows) = rows.as_deref_mut() else {
+                s0 = s1;
+                continue;
+            };
+            for (jj, r) in (s0..s1).enumerate() {
+                let j = r - blk.start;
+                let a = &th.own[r * f..(r + 1) * f];
+                let acc: &[f32] = if direct {
+                    &[]
+                } else {
+                    &accs[jj * f..(jj + 1) * f]
+                };
+                let (acc2, acc3): (&[f32], &[f32]) = if hess {
+                    (&acc2s[jj * f..(jj + 1) * f], &acc3s[jj * f..(jj + 1) * f])
+                } else {
+                    (&[], &[])
+                };
+                let row = &mut rows[j * f..(j + 1) * f];
+                match layout.kind {
+                    ModelKind::Lf => {
+                        if !direct {
+                            for t in 0..f {
+                                row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
+                            }
+                        }
+                        if let Some(bo) = biases.as_deref_mut() {
+                            bo[j] = bias_accs[jj];
+                        }
+                    }
+                    ModelKind::Udv => {
+                        let dv: &[f32] = match pass {
+                            Pass::Curv { v, .. } => v.d,
+                            _ => &[],
+                        };
+                        for t in 0..f {
+                            let mut o = th.d[t] * acc[t];
+                            if hess {
+                                o += th.d[t] * acc2[t] + dv[t] * acc3[t];
+                            }
+                            row[t] = o;
+                        }
+                        if with_d {
+                            let da: &[f32] = match pass {
+                                Pass::Curv { v, .. } => &v.own[r * f..(r + 1) * f],
+                                _ => &[],
+                            };
+                            for t in 0..f {
+                                let mut x = a[t] * acc[t];
+                                if hess {
+                                    x += da[t] * acc3[t] + a[t] * acc2[t];
+                                }
+                                dpart[t] += x as f64;
+                            }
+                        }
+                    }
+                }
+            }
+            s0 = s1;
+        }
+        (sq, dpart, items)
+    }
+}
+
 /// Reduces over rows in `blocks` (consecutive ranges covering all rows in order). `out_rows` has
 /// own-rows × f floats (plus own biases) or is absent for a loss pass; `sink` turns on the fused
 /// item side. Returns (Σe², d-block partial sum, item buffers per block).
@@ -360,20 +659,6 @@ fn side_pass(
         _ => Vec::new(),
     };
     let paired = !pair.is_empty();
-    // Asks the other side's rows of column `c` (and its fused item row) into cache.
-    let hint = |items: &[f32], c: usize| {
-        if paired {
-            prefetch(&pair, c * 2 * f, 2 * f);
-        } else {
-            prefetch(th.other, c * f, f);
-            if let Pass::Curv { v, .. } = pass {
-                prefetch(v.other, c * f, f);
-            }
-        }
-        if let Some(sk) = sink {
-            prefetch(items, c * sk.width, sk.width);
-        }
-    };
     let cx = EntryCtx {
         layout,
         th,
@@ -383,221 +668,30 @@ fn side_pass(
         f,
         paired,
     };
-    // Row jj's f floats of a per-row accumulator (none when the pass keeps none).
-    fn row_of(v: &mut [f32], jj: usize, f: usize) -> &mut [f32] {
-        if v.is_empty() {
-            &mut []
-        } else {
-            &mut v[jj * f..(jj + 1) * f]
-        }
-    }
+    let bc = BlockCtx {
+        cx,
+        csr,
+        plan,
+        sub_rows,
+        window,
+        tiled,
+        hess,
+        sq_group,
+        dlen,
+        with_d,
+    };
     let partials: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)> = be.install(|| {
         row_chunks
             .into_par_iter()
             .zip(bias_chunks.into_par_iter())
             .zip(blocks.par_iter().enumerate())
-            .map(|((mut rows, mut biases), (bi, blk))| {
-                // Σe² per group of `sq_group` rows from the block's start, each the rows' sums
-                // added in row order.
-                let mut sq = vec![0f64; blk.len().div_ceil(sq_group.max(1)).max(1)];
-                let mut dpart = vec![0f64; dlen];
-                let mut items = sink
-                    .map(|s| vec![0f32; s.th.own.len() / f.max(1) * s.width])
-                    .unwrap_or_default();
-                let sub = sub_rows.min(blk.len().max(1));
-                let hlen = if hess { sub * f } else { 0 };
-                // LF outputs without Hessian terms are the row sums themselves: summed in place.
-                let direct = layout.kind == ModelKind::Lf && !hess && rows.is_some();
-                // Σ w·other (or Σ s·other), per row.
-                let mut accs = vec![0f32; if direct { 0 } else { sub * f }];
-                let mut acc2s = vec![0f32; hlen]; // Hessian: Σ w·d_other
-                let mut acc3s = vec![0f32; hlen]; // Hessian: Σ w·other
-                let mut bias_accs = vec![0f32; sub];
-                // Σe² per row, added in row order: the f64 loss does not depend on the tiles.
-                let mut row_sq = vec![0f64; sub];
-                // Per row of the sub-block: where its walk stands, and the column there (u32::MAX
-                // once done), so a tile that holds none of a row's entries costs one load.
-                let mut cursor = vec![0usize; if plan.is_some() { 0 } else { sub }];
-                let mut next = vec![u32::MAX; cursor.len()];
-                let mut s0 = blk.start;
-                while s0 < blk.end {
-                    let s1 = (s0 + sub).min(blk.end);
-                    let acc_buf: &mut [f32] = match rows.as_deref_mut() {
-                        Some(o) if direct => &mut o[(s0 - blk.start) * f..(s1 - blk.start) * f],
-                        _ => &mut accs,
-                    };
-                    acc_buf.fill(0.0);
-                    acc2s.fill(0.0);
-                    acc3s.fill(0.0);
-                    bias_accs.fill(0.0);
-                    row_sq.fill(0.0);
-                    if let Some(pl) = plan {
-                        // The plan's group of rows s0..s1: its tiles in column order.
-                        let g = pl.group_base[bi] + (s0 - blk.start) / pl.rows;
-                        for t in 0..pl.n_tiles {
-                            let c0 = t * pl.cols;
-                            let (e0, e1) =
-                                (pl.ptr[g * pl.n_tiles + t], pl.ptr[g * pl.n_tiles + t + 1]);
-                            for e in e0..e1 {
-                                if e + PREFETCH_AHEAD < e1 {
-                                    let x = pl.packed[e + PREFETCH_AHEAD];
-                                    hint(&items, c0 + (x & 0xffff) as usize);
-                                }
-                                let x = pl.packed[e];
-                                let (jj, c) = ((x >> 16) as usize, c0 + (x & 0xffff) as usize);
-                                let r = s0 + jj;
-                                let mut row = RowAcc {
-                                    r,
-                                    a: &th.own[r * f..(r + 1) * f],
-                                    ba: th.own_bias.get(r).copied().unwrap_or(0.0),
-                                    acc: &mut acc_buf[jj * f..(jj + 1) * f],
-                                    acc2: row_of(&mut acc2s, jj, f),
-                                    acc3: row_of(&mut acc3s, jj, f),
-                                    bias_acc: &mut bias_accs[jj],
-                                    sq: &mut row_sq[jj],
-                                };
-                                visit(&cx, &mut row, c, (&pl.values[..], e), &mut items);
-                            }
-                        }
-                    } else {
-                        for (jj, r) in (s0..s1).enumerate() {
-                            let k = csr.ptr[r] as usize;
-                            cursor[jj] = k;
-                            next[jj] = if k < csr.ptr[r + 1] as usize {
-                                csr.index[k]
-                            } else {
-                                u32::MAX
-                            };
-                        }
-                        let mut c0 = 0usize;
-                        loop {
-                            let c1 = c0.saturating_add(window).min(n_cols);
-                            for (jj, r) in (s0..s1).enumerate() {
-                                if next[jj] as usize >= c1 {
-                                    continue;
-                                }
-                                let row_end = csr.ptr[r + 1] as usize;
-                                let from = cursor[jj];
-                                let to = if c1 >= n_cols {
-                                    row_end
-                                } else {
-                                    let mut k = from + 1;
-                                    while k < row_end && (csr.index[k] as usize) < c1 {
-                                        k += 1;
-                                    }
-                                    k
-                                };
-                                cursor[jj] = to;
-                                next[jj] = if to < row_end {
-                                    csr.index[to]
-                                } else {
-                                    u32::MAX
-                                };
-                                // Tiled, the entries walked next are the next rows' in this
-                                // window, not this row's: hint the first two of the row
-                                // `ROWS_AHEAD` on.
-                                if tiled {
-                                    let ja = jj + ROWS_AHEAD;
-                                    if ja < s1 - s0 {
-                                        let end = csr.ptr[s0 + ja + 1] as usize;
-                                        for k in cursor[ja]..(cursor[ja] + 2).min(end) {
-                                            let ca = csr.index[k] as usize;
-                                            if ca >= c1 {
-                                                break;
-                                            }
-                                            hint(&items, ca);
-                                        }
-                                    }
-                                }
-                                let mut row = RowAcc {
-                                    r,
-                                    a: &th.own[r * f..(r + 1) * f],
-                                    ba: th.own_bias.get(r).copied().unwrap_or(0.0),
-                                    acc: &mut acc_buf[jj * f..(jj + 1) * f],
-                                    acc2: row_of(&mut acc2s, jj, f),
-                                    acc3: row_of(&mut acc3s, jj, f),
-                                    bias_acc: &mut bias_accs[jj],
-                                    sq: &mut row_sq[jj],
-                                };
-                                for k in from..to {
-                                    if !tiled || k + PREFETCH_AHEAD < to {
-                                        if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
-                                            hint(&items, ahead as usize);
-                                        }
-                                    }
-                                    let c = csr.index[k] as usize;
-                                    visit(&cx, &mut row, c, (&csr.values[..], k), &mut items);
-                                }
-                            }
-                            if c1 >= n_cols {
-                                break;
-                            }
-                            c0 = c1;
-                        }
-                    }
-                    for (jj, x) in row_sq[..s1 - s0].iter().enumerate() {
-                        sq[(s0 + jj - blk.start) / sq_group.max(1)] += x;
-                    }
-                    let Some(rows) = rows.as_deref_mut() else {
-                        s0 = s1;
-                        continue;
-                    };
-                    for (jj, r) in (s0..s1).enumerate() {
-                        let j = r - blk.start;
-                        let a = &th.own[r * f..(r + 1) * f];
-                        let acc: &[f32] = if direct {
-                            &[]
-                        } else {
-                            &accs[jj * f..(jj + 1) * f]
-                        };
-                        let (acc2, acc3): (&[f32], &[f32]) = if hess {
-                            (&acc2s[jj * f..(jj + 1) * f], &acc3s[jj * f..(jj + 1) * f])
-                        } else {
-                            (&[], &[])
-                        };
-                        let row = &mut rows[j * f..(j + 1) * f];
-                        match layout.kind {
-                            ModelKind::Lf => {
-                                if !direct {
-                                    for t in 0..f {
-                                        row[t] = acc[t] + if hess { acc2[t] } else { 0.0 };
-                                    }
-                                }
-                                if let Some(bo) = biases.as_deref_mut() {
-                                    bo[j] = bias_accs[jj];
-                                }
-                            }
-                            ModelKind::Udv => {
-                                let dv: &[f32] = match pass {
-                                    Pass::Curv { v, .. } => v.d,
-                                    _ => &[],
-                                };
-                                for t in 0..f {
-                                    let mut o = th.d[t] * acc[t];
-                                    if hess {
-                                        o += th.d[t] * acc2[t] + dv[t] * acc3[t];
-                                    }
-                                    row[t] = o;
-                                }
-                                if with_d {
-                                    let da: &[f32] = match pass {
-                                        Pass::Curv { v, .. } => &v.own[r * f..(r + 1) * f],
-                                        _ => &[],
-                                    };
-                                    for t in 0..f {
-                                        let mut x = a[t] * acc[t];
-                                        if hess {
-                                            x += da[t] * acc3[t] + a[t] * acc2[t];
-                                        }
-                                        dpart[t] += x as f64;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    s0 = s1;
+            .map(|((rows, biases), (bi, blk))| {
+                #[cfg(target_arch = "x86_64")]
+                if be.wide() {
+                    // SAFETY: `wide` holds only where the CPU has AVX2.
+                    return unsafe { block_avx2(&bc, rows, biases, bi, blk) };
                 }
-                (sq, dpart, items)
+                bc.block(rows, biases, bi, blk)
             })
             .collect()
     });
