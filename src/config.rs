@@ -161,11 +161,13 @@ impl From<&GpuConfig> for crate::backend::gpu::GpuOptions {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CpuConfig {
-    /// Tile size of the sparse passes: each pass walks the ratings in tiles of n users × n items
-    /// (n rows × n columns of whichever side it reduces over), so a tile's rows of every array
-    /// it touches stay in L2. `null` picks n from the rank to fill 1 MiB of L2
-    /// (`backend::cpu::auto_tile`: 960 at rank 32, 192 at rank 128); 0 walks row by row.
-    /// Results are the same to the bit for every n, but for the last bits of the f64 loss.
+    /// Tile size of the sparse passes, in items: the fused gradient and curvature passes walk a
+    /// tile plan of `backend::cpu::PLAN_ROWS` users × n items computed once per matrix; the
+    /// other passes walk n rows × n columns of whichever side they reduce over. A tile's rows
+    /// of every array a pass touches stay in L2. `null` picks n from the rank to fill 1 MiB of
+    /// L2 (`backend::cpu::auto_tile`: 2,624 at rank 32, 640 at rank 128) where it pays
+    /// (`plan_pays`, `tiles_pay`); 0 walks row by row. Results are the same to the bit for
+    /// every n, but for the last bits of the f64 loss.
     pub tile_items: Option<usize>,
 }
 

@@ -73,8 +73,9 @@ impl CpuBackend {
     }
 
     /// The same backend with another tile size for the sparse passes: `Some(0)` walks row by
-    /// row, `Some(n)` in tiles of n rows × n columns, `None` picks n from the rank
-    /// ([`auto_tile`]).
+    /// row, `Some(n)` in tiles of n rows × n columns (the fused passes: a plan of [`PLAN_ROWS`]
+    /// rows × n columns, built when a matrix is uploaded), `None` picks n from the rank
+    /// ([`auto_tile`]) where tiles pay.
     pub fn with_tile_items(mut self, tile_items: Option<usize>) -> Self {
         self.tile_items = tile_items;
         self
