@@ -13,10 +13,11 @@
 //!
 //! `cargo bench --bench tiling_probe -- [USERS ITEMS NNZ ITEM_EXPONENT]` (default 1000000 20000
 //! 20000000 0.5); rank 32, 2 workers, 5 repeats after 1 warm-up; prints min / median / max ms.
+//! The block preconditioner's build is timed last; `PROBE_SSLF_ONLY=1` times only sslf's own.
 
 use rayon::prelude::*;
 use sslf::backend::cpu::CpuBackend;
-use sslf::backend::{Curvature, SparseOps, VectorOps};
+use sslf::backend::{Curvature, PrecondKind, Shift, SparseOps, VectorOps};
 use sslf::data::synth::{generate, SynthConfig};
 use sslf::data::Matrix;
 use sslf::model::ModelConfig;
@@ -229,20 +230,25 @@ fn main() {
         .unwrap();
     let (mut op, mut oq) = (vec![0f32; m * F], vec![0f32; n * F]);
     let mut reference: Option<(Vec<f32>, Vec<f32>)> = None;
-    for tile in [
-        None,
-        Some((1024, 1024)),
-        Some((2048, 2048)),
-        Some((2048, 4096)),
-        Some((4096, 2048)),
-        Some((4096, 4096)),
-        Some((8192, 2048)),
-        Some((16384, 4096)),
-        Some((65536, 8192)),
-        Some((1024, 0)),
-        Some((4096, 0)),
-        Some((16384, 0)),
-    ] {
+    let shapes: &[Option<(usize, usize)>] = if std::env::var_os("PROBE_SSLF_ONLY").is_some() {
+        &[]
+    } else {
+        &[
+            None,
+            Some((1024, 1024)),
+            Some((2048, 2048)),
+            Some((2048, 4096)),
+            Some((4096, 2048)),
+            Some((4096, 4096)),
+            Some((8192, 2048)),
+            Some((16384, 4096)),
+            Some((65536, 8192)),
+            Some((1024, 0)),
+            Some((4096, 0)),
+            Some((16384, 0)),
+        ]
+    };
+    for &tile in shapes {
         let ord = orders(&mat, tile);
         let (lo, med, hi) =
             time(|| product(&pool, &ord, false, &p, &q, &dp, &dq, &mut op, &mut oq));
@@ -289,5 +295,20 @@ fn main() {
     println!(
         "{:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms",
         "sslf fused product"
+    );
+    // The block preconditioner's build (untiled: per entry it adds a w × w outer product of one
+    // gathered row into that row's own packed block), for scale beside the product.
+    let reg = be.zeros(layout.len()).unwrap();
+    let mut pc = be
+        .precond_new(&dm, &layout, PrecondKind::BlockJacobi, false)
+        .unwrap();
+    let shift = Shift { gamma: 1.0, c: 0.0 };
+    let (lo, med, hi) = time(|| {
+        be.precond_build(&dm, &layout, &th, &reg, shift, &mut pc)
+            .unwrap()
+    });
+    println!(
+        "{:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms",
+        "sslf block-Jacobi build"
     );
 }
