@@ -1,6 +1,7 @@
 //! The preconditioners on the host: per-row Gram blocks built over the CSR (users) and the CSC
 //! (items), shifted and factored in place, applied row by row. Mirrors `shaders/precond.wgsl`.
 
+use super::sparse::{prefetch, PREFETCH_AHEAD};
 use super::CpuBackend;
 use crate::backend::precond::{
     block_width, factor_block, has_d, max_block_width, packed_at, packed_len, row_coords,
@@ -133,6 +134,13 @@ impl CpuBackend {
                     for r in k * ROWS..((k + 1) * ROWS).min(n_rows) {
                         gram.fill(0.0);
                         for e in csr.row_range(r) {
+                            // The gathered row of the entry a few ahead (in this row or the next
+                            // ones): its address depends on the column, which no hardware
+                            // prefetcher predicts.
+                            if let Some(&ahead) = csr.index.get(e + PREFETCH_AHEAD) {
+                                let (oa, _) = row_coords(layout, !users, ahead as usize);
+                                prefetch(theta, oa, f);
+                            }
                             let c = csr.index[e] as usize;
                             entry_vector(layout, theta, users, c, &mut x);
                             if kind == PrecondKind::BlockJacobi {

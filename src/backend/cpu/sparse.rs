@@ -146,14 +146,14 @@ struct ItemSink<'a> {
 
 /// Entries ahead of the current one whose other-side rows are asked into cache: their addresses
 /// depend on the column index, which no hardware prefetcher predicts.
-const PREFETCH_AHEAD: usize = 8;
+pub(super) const PREFETCH_AHEAD: usize = 8;
 
 /// Tiled passes walk a few entries of each row per visit: the rows this many rows on are hinted.
 const ROWS_AHEAD: usize = 3;
 
 /// Asks the cache lines of `x[start..start + len]` into L1 (a hint only; no effect on results).
 #[inline(always)]
-fn prefetch(x: &[f32], start: usize, len: usize) {
+pub(super) fn prefetch(x: &[f32], start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if start < x.len() {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
