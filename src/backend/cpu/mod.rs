@@ -118,26 +118,25 @@ impl CpuBackend {
     /// from `other` rows (None: untiled). A size that was set is used as it is; the default
     /// ([`auto_tile`]) is used only where it pays (see [`tiles_pay`]).
     pub(crate) fn tile(&self, f: usize, own: usize, other: usize, nnz: usize) -> Option<usize> {
-        match self.tile_items {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None => {
-                let t = auto_tile(f);
-                tiles_pay(t, own, other, nnz).then_some(t)
-            }
-        }
+        self.tile_where(f, |t| tiles_pay(t, own, other, nnz))
     }
 
     /// The columns per tile of the fused pass's tile plan over `other` columns (None: no plan). A
     /// size that was set is used as it is (up to 65,536); the default ([`auto_tile`]) only where
     /// it pays (see [`plan_pays`]).
     pub(crate) fn plan_tile(&self, f: usize, other: usize) -> Option<usize> {
+        self.tile_where(f, |t| plan_pays(t, other))
+            .filter(|&n| n <= 1 << 16)
+    }
+
+    /// `cpu.tile_items` as set (0: none), or else the default tile at rank `f` where `pays` it.
+    fn tile_where(&self, f: usize, pays: impl FnOnce(usize) -> bool) -> Option<usize> {
         match self.tile_items {
             Some(0) => None,
-            Some(n) => (n <= 1 << 16).then_some(n),
+            Some(n) => Some(n),
             None => {
                 let t = auto_tile(f);
-                plan_pays(t, other).then_some(t)
+                pays(t).then_some(t)
             }
         }
     }

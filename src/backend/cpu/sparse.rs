@@ -195,6 +195,41 @@ struct RowAcc<'a> {
     sq: &'a mut f64,
 }
 
+impl<'a> RowAcc<'a> {
+    /// Row r, the jj-th of its group: its θ row and bias, and its slots in the group's per-row
+    /// sums (`f` floats each in `acc` and, when kept, the Hessian's `acc2s`, `acc3s`).
+    #[inline(always)]
+    fn new(
+        th: &View<'a>,
+        f: usize,
+        (r, jj): (usize, usize),
+        acc: &'a mut [f32],
+        (acc2s, acc3s): (&'a mut [f32], &'a mut [f32]),
+        bias_accs: &'a mut [f32],
+        row_sq: &'a mut [f64],
+    ) -> Self {
+        // Row jj's f floats of a per-row sum (none when the pass keeps none).
+        #[inline(always)]
+        fn row_of(v: &mut [f32], jj: usize, f: usize) -> &mut [f32] {
+            if v.is_empty() {
+                v
+            } else {
+                &mut v[jj * f..(jj + 1) * f]
+            }
+        }
+        RowAcc {
+            r,
+            a: &th.own[r * f..(r + 1) * f],
+            ba: th.own_bias.get(r).copied().unwrap_or(0.0),
+            acc: &mut acc[jj * f..(jj + 1) * f],
+            acc2: row_of(acc2s, jj, f),
+            acc3: row_of(acc3s, jj, f),
+            bias_acc: &mut bias_accs[jj],
+            sq: &mut row_sq[jj],
+        }
+    }
+}
+
 /// One entry (the row in `row`, column c, its value at `vals[k]`): its terms go into the row's
 /// accumulators and, fused, into item c's row of the block's item buffer.
 #[inline(always)]
@@ -291,16 +326,6 @@ fn visit(cx: &EntryCtx, row: &mut RowAcc, c: usize, (vals, k): (&[f32], usize), 
             }
         }
         dst[f] += w1;
-    }
-}
-
-/// Row jj's f floats of a per-row accumulator (none when the pass keeps none).
-#[inline(always)]
-fn row_of(v: &mut [f32], jj: usize, f: usize) -> &mut [f32] {
-    if v.is_empty() {
-        &mut []
-    } else {
-        &mut v[jj * f..(jj + 1) * f]
     }
 }
 
@@ -437,17 +462,15 @@ impl BlockCtx<'_> {
                         }
                         let x = pl.packed[e];
                         let (jj, c) = ((x >> 16) as usize, c0 + (x & 0xffff) as usize);
-                        let r = s0 + jj;
-                        let mut row = RowAcc {
-                            r,
-                            a: &th.own[r * f..(r + 1) * f],
-                            ba: th.own_bias.get(r).copied().unwrap_or(0.0),
-                            acc: &mut acc_buf[jj * f..(jj + 1) * f],
-                            acc2: row_of(&mut acc2s, jj, f),
-                            acc3: row_of(&mut acc3s, jj, f),
-                            bias_acc: &mut bias_accs[jj],
-                            sq: &mut row_sq[jj],
-                        };
+                        let mut row = RowAcc::new(
+                            th,
+                            f,
+                            (s0 + jj, jj),
+                            acc_buf,
+                            (&mut acc2s, &mut acc3s),
+                            &mut bias_accs,
+                            &mut row_sq,
+                        );
                         visit(cx, &mut row, c, (&pl.values[..], e), &mut items);
                     }
                 }
@@ -501,16 +524,15 @@ impl BlockCtx<'_> {
                                 }
                             }
                         }
-                        let mut row = RowAcc {
-                            r,
-                            a: &th.own[r * f..(r + 1) * f],
-                            ba: th.own_bias.get(r).copied().unwrap_or(0.0),
-                            acc: &mut acc_buf[jj * f..(jj + 1) * f],
-                            acc2: row_of(&mut acc2s, jj, f),
-                            acc3: row_of(&mut acc3s, jj, f),
-                            bias_acc: &mut bias_accs[jj],
-                            sq: &mut row_sq[jj],
-                        };
+                        let mut row = RowAcc::new(
+                            th,
+                            f,
+                            (r, jj),
+                            acc_buf,
+                            (&mut acc2s, &mut acc3s),
+                            &mut bias_accs,
+                            &mut row_sq,
+                        );
                         for k in from..to {
                             if !tiled || k + PREFETCH_AHEAD < to {
                                 if let Some(&ahead) = csr.index.get(k + PREFETCH_AHEAD) {
