@@ -279,6 +279,87 @@ fn streamed_ratings_give_the_resident_results_and_free_their_budget() {
     assert_eq!(h.resident_data_bytes(), 0);
 }
 
+#[test]
+fn streamed_ratings_give_the_resident_bits_wherever_the_command_ring_fills() {
+    if gpu().is_none() {
+        return;
+    }
+    use sslf::backend::gpu::{GpuBackend, GpuOptions, RING_SLOTS};
+    use sslf::backend::{Curvature, PrecondKind, Shift};
+    use sslf::problem::Problem;
+    // The same 2 KiB bindings (so the same tiles, the same kernels, the same sums), once with
+    // every tile resident and once with every tile streamed through the pool.
+    let open = |resident: Option<u64>| {
+        GpuBackend::new(&GpuOptions {
+            max_chunk_bytes: Some(2048),
+            subgroups: true,
+            max_resident_bytes: resident,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let (res, st) = (open(None), open(Some(0)));
+    let fx = common::fixture_rank(ModelKind::Udv, false, Regularization::PerEntry, 9, 70);
+    let l = fx.layout;
+    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    // One pass after `before` recorded dispatches: the ring fills (and submits) at a different
+    // dispatch of the pass each time, between a tile's binding and its dispatches included.
+    let run = |b: &GpuBackend, pass: &str, before: usize| -> Vec<u32> {
+        let p = Problem::from_model(b, &fx.matrix, &fx.cfg, l, Curvature::GaussNewton).unwrap();
+        let e = b.upload_entries(&fx.ratings, &l).unwrap();
+        let theta = b.upload_params(&l, &fx.theta).unwrap();
+        let v = b.upload_params(&l, &fx.v).unwrap();
+        let mut pc = p.precond_new(PrecondKind::BlockJacobi, false).unwrap();
+        let mut out = p.zeros().unwrap();
+        let mut pad = b.zeros(16).unwrap();
+        b.download(&pad).unwrap(); // submits: the ring starts empty
+        for _ in 0..before {
+            b.scale(1.0, &mut pad).unwrap();
+        }
+        let mut got = match pass {
+            "block-Jacobi" => {
+                let shift = Shift { gamma: 0.5, c: 0.0 };
+                p.precond_build(&theta, shift, &mut pc).unwrap();
+                p.precond_apply(&pc, &v, &mut out).unwrap();
+                vec![]
+            }
+            "Gauss–Newton product" => {
+                p.curvature_product(&theta, &v, &mut out).unwrap();
+                vec![]
+            }
+            "gradient" => vec![p.gradient(&theta, &mut out).unwrap()],
+            _ => {
+                let s = p.evaluate(&e, &theta, (1.0, 5.0)).unwrap();
+                vec![s.sse, s.sae]
+            }
+        };
+        let mut w = bits(&b.download(&out).unwrap());
+        w.extend(got.drain(..).flat_map(|x: f64| {
+            let x = x.to_bits();
+            [x as u32, (x >> 32) as u32]
+        }));
+        w
+    };
+    for pass in [
+        "block-Jacobi",
+        "Gauss–Newton product",
+        "gradient",
+        "evaluation",
+    ] {
+        let want = run(&res, pass, 0);
+        for back in [0, 1, 2, 5, 13, 34] {
+            let before = RING_SLOTS - 1 - back;
+            let got = run(&st, pass, before);
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                differ, 0,
+                "{pass}, {before} dispatches before: {differ} words differ"
+            );
+        }
+    }
+    assert!(st.streamed_bytes() > 0 && st.resident_data_bytes() == 0);
+}
+
 /// A trained-looking LF model: hashed factors and biases, seen lists from a fixture; user 0 rated
 /// every item.
 fn serving_model(n_users: usize, n_items: usize, f: usize) -> sslf::model::file::ModelFile {

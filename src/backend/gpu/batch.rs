@@ -85,7 +85,9 @@ impl GpuBackend {
                 .write_buffer(&st.ring, 0, &st.params[..st.slots * SLOT as usize]);
         }
         st.slots = 0;
-        st.stream_taken = 0;
+        // The streaming pool's slots stay taken: a flush for a full ring can fall between a
+        // tile's binding and its last dispatch, and a slot written again before the next submit
+        // would feed that dispatch the later tile. Only `bind_stored` frees them.
         Some(self.queue.submit([enc.finish()]))
     }
 

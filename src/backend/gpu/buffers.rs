@@ -162,7 +162,10 @@ impl GpuBackend {
             }
         }
         if st.stream_taken + arrays.len() > st.stream.len() {
+            // Every dispatch that reads a pool buffer is recorded by now (tiles are bound one
+            // after another), so once they are submitted the buffers may be written again.
             self.flush(st);
+            st.stream_taken = 0;
         }
         let mut out = Vec::with_capacity(arrays.len());
         for a in arrays {

@@ -15,8 +15,10 @@
 //!   loops.
 //! - **Streaming.** With `gpu.max_resident_bytes`, rating tiles past that budget stay in host
 //!   memory and are written into a pool of 8 buffers before the dispatch that reads them; the
-//!   encoder is submitted whenever the pool is used up, so no buffer is rewritten under recorded
-//!   commands. Kernels and solvers do not know.
+//!   encoder is submitted whenever the pool is used up, and only then are its buffers written
+//!   again (a submit for a full command ring frees none), so no buffer is rewritten under
+//!   recorded commands. Streamed and resident tiles give the same bits. Kernels and solvers do
+//!   not know.
 //! - **Determinism.** No atomics; per-workgroup partials in fixed order, summed in f64 here.
 
 mod batch;
@@ -45,8 +47,8 @@ use std::sync::{Arc, Mutex};
 
 /// Bytes per uniform ring slot (≥ every adapter's min_uniform_buffer_offset_alignment, 256).
 const SLOT: u64 = 256;
-/// Dispatches recorded before a forced submit.
-const RING_SLOTS: usize = 1024;
+/// Dispatches recorded before a forced submit (one uniform slot each).
+pub const RING_SLOTS: usize = 1024;
 
 /// Choices for opening a device.
 #[derive(Debug, Clone)]
