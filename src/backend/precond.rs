@@ -66,9 +66,10 @@ pub fn shifted_diag(g: f32, d: f32, s: Shift) -> f32 {
 }
 
 /// Turns the packed Gram block `a` (G_r) into the Cholesky factor L of
-/// M_r = B + γI + c·B², B = G_r + diag(`dreg`). `work` holds at least `packed_len(w)` floats.
+/// M_r = B + γI + c·B², B = G_r + diag(`dreg`). `work` holds at least [`factor_work_len`] floats.
 /// A pivot that is not positive (only possible through rounding, as M is positive definite) is
 /// replaced by a small positive value, so the factor always exists.
+#[inline(always)]
 pub fn factor_block(a: &mut [f32], dreg: &[f32], s: Shift, work: &mut [f32]) {
     let w = dreg.len();
     for (j, &d) in dreg.iter().enumerate() {
@@ -98,28 +99,65 @@ pub fn factor_block(a: &mut [f32], dreg: &[f32], s: Shift, work: &mut [f32]) {
     for j in 0..w {
         a[packed_at(j, j)] += s.gamma;
     }
-    cholesky_packed(a, w);
+    cholesky_packed(a, w, work);
 }
 
-/// In-place right-looking Cholesky of a packed SPD block of width `w`.
-pub fn cholesky_packed(a: &mut [f32], w: usize) {
+/// Floats of scratch [`factor_block`] and [`cholesky_packed`] need for blocks of width `w`.
+pub fn factor_work_len(w: usize) -> usize {
+    packed_len(w).max(w * w.next_multiple_of(CHUNK))
+}
+
+/// Floats per chunk of a column update in [`cholesky_packed`]: one 256-bit register.
+const CHUNK: usize = 8;
+
+/// In-place right-looking Cholesky of a packed SPD block of width `w`, with `scratch` of at least
+/// [`factor_work_len`] floats. Entry (j, i) gets −L_jk·L_ik for k = 0, 1, … in turn, as in the
+/// WGSL kernel; the host works on the lower triangle by columns (each column padded to a whole
+/// number of chunks), where an update is one contiguous run of whole chunks. The rows a chunk
+/// covers above the diagonal or past `w` are scratch the factor never reads.
+#[inline(always)]
+pub fn cholesky_packed(a: &mut [f32], w: usize, scratch: &mut [f32]) {
     let floor = pivot_floor(a, w);
+    let h = w.next_multiple_of(CHUNK);
+    let s = &mut scratch[..w * h];
+    s.fill(0.0);
+    for j in 0..w {
+        for k in 0..=j {
+            s[k * h + j] = a[packed_at(j, k)];
+        }
+    }
     for k in 0..w {
-        let piv = a[packed_at(k, k)];
+        let (done, rest) = s.split_at_mut((k + 1) * h);
+        let col_k = &mut done[k * h..];
+        let piv = col_k[k];
         let lkk = if piv > floor {
             piv.sqrt()
         } else {
             floor.sqrt()
         };
-        a[packed_at(k, k)] = lkk;
-        for j in k + 1..w {
-            a[packed_at(j, k)] /= lkk;
+        for x in &mut col_k[k + 1..] {
+            *x /= lkk;
         }
-        for j in k + 1..w {
-            let ljk = a[packed_at(j, k)];
-            for i in k + 1..=j {
-                a[packed_at(j, i)] -= ljk * a[packed_at(i, k)];
+        col_k[k] = lkk;
+        for (n, col_i) in rest.chunks_exact_mut(h).enumerate() {
+            let i = k + 1 + n;
+            let lik = col_k[i];
+            let a0 = i / CHUNK * CHUNK;
+            let (ys, _) = col_i[a0..].as_chunks_mut::<CHUNK>();
+            let (xs, _) = col_k[a0..].as_chunks::<CHUNK>();
+            for (y, x) in ys.iter_mut().zip(xs) {
+                // Loaded whole, updated, stored whole: one register's work.
+                let mut t = *y;
+                for l in 0..CHUNK {
+                    t[l] -= x[l] * lik;
+                }
+                *y = t;
             }
+        }
+    }
+    for j in 0..w {
+        for k in 0..=j {
+            a[packed_at(j, k)] = s[k * h + j];
         }
     }
 }
@@ -149,6 +187,39 @@ pub fn solve_packed(l: &[f32], r: &[f32], z: &mut [f32]) {
             s -= l[packed_at(k, j)] * z[k];
         }
         z[j] = s / l[packed_at(j, j)];
+    }
+}
+
+/// [`solve_packed`] for `N` rows side by side: lane n of `r` and `z` (coordinate j at `r[j][n]`)
+/// with the factor `l[n]`. Each lane gets exactly the operations of [`solve_packed`], in the same
+/// order (so the same bits); the lanes' chains are independent, so they overlap in the pipeline
+/// where one row's chain would wait on each subtraction.
+#[inline(always)]
+pub fn solve_packed_lanes<const N: usize>(l: [&[f32]; N], r: &[[f32; N]], z: &mut [[f32; N]]) {
+    let w = r.len();
+    let t = packed_len(w);
+    let l: [&[f32]; N] = std::array::from_fn(|n| &l[n][..t]);
+    for j in 0..w {
+        let mut s = r[j];
+        for (k, zk) in z[..j].iter().enumerate() {
+            let at = packed_at(j, k);
+            for n in 0..N {
+                s[n] -= l[n][at] * zk[n];
+            }
+        }
+        let at = packed_at(j, j);
+        z[j] = std::array::from_fn(|n| s[n] / l[n][at]);
+    }
+    for j in (0..w).rev() {
+        let mut s = z[j];
+        for (k, zk) in z.iter().enumerate().skip(j + 1) {
+            let at = packed_at(k, j);
+            for n in 0..N {
+                s[n] -= l[n][at] * zk[n];
+            }
+        }
+        let at = packed_at(j, j);
+        z[j] = std::array::from_fn(|n| s[n] / l[n][at]);
     }
 }
 
@@ -189,7 +260,7 @@ mod tests {
                 a[packed_at(j, k)] = full[j][k];
             }
         }
-        cholesky_packed(&mut a, w);
+        cholesky_packed(&mut a, w, &mut vec![0.0; factor_work_len(w)]);
         let x = [1.0f32, -2.0, 0.5, 3.0];
         let b: Vec<f32> = (0..w)
             .map(|j| (0..w).map(|k| full[j][k] * x[k]).sum())
@@ -198,6 +269,93 @@ mod tests {
         solve_packed(&a, &b, &mut z);
         for j in 0..w {
             assert!((z[j] - x[j]).abs() < 1e-5, "{z:?}");
+        }
+    }
+
+    /// The right-looking factorisation on the packed rows, as the WGSL kernel does it.
+    fn cholesky_plain(a: &mut [f32], w: usize) {
+        let floor = pivot_floor(a, w);
+        for k in 0..w {
+            let piv = a[packed_at(k, k)];
+            let lkk = if piv > floor {
+                piv.sqrt()
+            } else {
+                floor.sqrt()
+            };
+            a[packed_at(k, k)] = lkk;
+            for j in k + 1..w {
+                a[packed_at(j, k)] /= lkk;
+            }
+            for j in k + 1..w {
+                let ljk = a[packed_at(j, k)];
+                for i in k + 1..=j {
+                    a[packed_at(j, i)] -= ljk * a[packed_at(i, k)];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_column_chunked_cholesky_gives_the_plain_factor_bit_for_bit() {
+        use rand::prelude::*;
+        let mut rng = StdRng::seed_from_u64(5);
+        for w in [1, 2, 7, 8, 9, 16, 17, 33, 59, 84] {
+            for rank in [1, w / 2 + 1, w + 3] {
+                // G = XᵀX over `rank` random rows (singular when rank < w), plus a small ridge.
+                let x: Vec<Vec<f32>> = (0..rank)
+                    .map(|_| (0..w).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+                    .collect();
+                let mut a = vec![0f32; packed_len(w)];
+                for j in 0..w {
+                    for k in 0..=j {
+                        for r in &x {
+                            a[packed_at(j, k)] += r[j] * r[k];
+                        }
+                    }
+                    a[packed_at(j, j)] += 1e-3;
+                }
+                let mut want = a.clone();
+                cholesky_plain(&mut want, w);
+                let mut scratch = vec![f32::NAN; factor_work_len(w)];
+                cholesky_packed(&mut a, w, &mut scratch);
+                let differ = a
+                    .iter()
+                    .zip(&want)
+                    .filter(|(p, q)| p.to_bits() != q.to_bits());
+                assert_eq!(differ.count(), 0, "w {w}, rank {rank}");
+            }
+        }
+    }
+
+    #[test]
+    fn solving_rows_side_by_side_gives_each_rows_own_bits() {
+        use rand::prelude::*;
+        let mut rng = StdRng::seed_from_u64(8);
+        for w in [1, 5, 33] {
+            let t = packed_len(w);
+            let mut blocks = vec![0f32; 8 * t];
+            for b in blocks.chunks_mut(t) {
+                for j in 0..w {
+                    for k in 0..j {
+                        b[packed_at(j, k)] = rng.random_range(-1.0f32..1.0);
+                    }
+                    b[packed_at(j, j)] = rng.random_range(0.5f32..2.0);
+                }
+            }
+            let r: Vec<[f32; 8]> = (0..w)
+                .map(|_| std::array::from_fn(|_| rng.random_range(-1.0f32..1.0)))
+                .collect();
+            let mut z = vec![[0f32; 8]; w];
+            let l: [&[f32]; 8] = std::array::from_fn(|n| &blocks[n * t..(n + 1) * t]);
+            solve_packed_lanes(l, &r, &mut z);
+            for n in 0..8 {
+                let rn: Vec<f32> = r.iter().map(|x| x[n]).collect();
+                let mut want = vec![0f32; w];
+                solve_packed(l[n], &rn, &mut want);
+                for j in 0..w {
+                    assert_eq!(z[j][n].to_bits(), want[j].to_bits(), "w {w}, lane {n}, {j}");
+                }
+            }
         }
     }
 }

@@ -4,8 +4,8 @@
 use super::sparse::{prefetch, PREFETCH_AHEAD};
 use super::CpuBackend;
 use crate::backend::precond::{
-    block_width, factor_block, has_d, max_block_width, packed_at, packed_len, row_coords,
-    shifted_diag, solve_packed, PrecondKind, Shift,
+    block_width, factor_block, factor_work_len, has_d, max_block_width, packed_at, packed_len,
+    row_coords, shifted_diag, solve_packed, solve_packed_lanes, PrecondKind, Shift,
 };
 use crate::data::{Compressed, Matrix};
 use crate::model::{Layout, ModelKind};
@@ -13,6 +13,9 @@ use rayon::prelude::*;
 
 /// Rows per parallel task (and per f64 partial of the d diagonal).
 const ROWS: usize = 64;
+
+/// Rows whose triangular solves run side by side in an apply.
+const SOLVE_LANES: usize = 8;
 
 /// A preconditioner on the host.
 pub struct CpuPrecond {
@@ -69,6 +72,24 @@ fn entry_vector(layout: &Layout, theta: &[f32], users: bool, c: usize, x: &mut [
     }
 }
 
+/// Floats per chunk of a Gram row update: one 256-bit register.
+const CHUNK: usize = 8;
+
+/// y ← y + s·x over whole chunks (y and x of the same length, a multiple of [`CHUNK`]): each
+/// entry gets the one product s·x, as an entry-by-entry loop adds it.
+#[inline(always)]
+fn add_scaled_chunks(y: &mut [f32], s: f32, x: &[f32]) {
+    let (ys, _) = y.as_chunks_mut::<CHUNK>();
+    let (xs, _) = x.as_chunks::<CHUNK>();
+    for (y, x) in ys.iter_mut().zip(xs) {
+        let mut t = *y;
+        for l in 0..CHUNK {
+            t[l] += s * x[l];
+        }
+        *y = t;
+    }
+}
+
 /// Ridge weights of own row r's block coordinates.
 fn row_reg(layout: &Layout, reg: &[f32], users: bool, r: usize, out: &mut [f32]) {
     let f = layout.rank;
@@ -81,6 +102,203 @@ fn row_reg(layout: &Layout, reg: &[f32], users: bool, r: usize, out: &mut [f32])
 
 /// Per task: its d-diagonal partials, and (jacobi) each row's 1/M values.
 type SidePartial = (Vec<f64>, Vec<(usize, Vec<f32>)>);
+
+/// One side of a preconditioner build, as each task of [`CpuBackend::precond_side`] sees it.
+struct SideTask<'a> {
+    layout: &'a Layout,
+    csr: &'a Compressed,
+    theta: &'a [f32],
+    reg: &'a [f32],
+    shift: Shift,
+    users: bool,
+    factor: bool,
+    kind: PrecondKind,
+    w: usize,
+}
+
+/// [`SideTask::run`] compiled for AVX2: the same operations in the same order on 8-wide
+/// registers (no fused multiply-adds), so the same bits as the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn side_task_avx2(task: &SideTask, k: usize, out: &mut [f32]) -> SidePartial {
+    task.run(k, out)
+}
+
+impl SideTask<'_> {
+    /// Rows k·ROWS.. of the side: their blocks into `out` (block jacobi), their d partials and
+    /// (jacobi) diagonals returned.
+    #[inline(always)]
+    fn run(&self, k: usize, out: &mut [f32]) -> SidePartial {
+        let SideTask {
+            layout,
+            csr,
+            theta,
+            reg,
+            shift,
+            users,
+            factor,
+            kind,
+            w,
+        } = *self;
+        let f = layout.rank;
+        let t = packed_len(w);
+        let h = w.next_multiple_of(CHUNK);
+        let udv_d = users && has_d(layout);
+        let block = kind == PrecondKind::BlockJacobi;
+        let n_rows = csr.n_rows;
+        let mut dpart = vec![0f64; if udv_d { f } else { 0 }];
+        let mut diags = Vec::new();
+        // The entry's vector, zero past w to a whole number of chunks.
+        let mut x = vec![0f32; h];
+        let mut dreg = vec![0f32; w];
+        let mut work = vec![0f32; factor_work_len(w)];
+        let mut gram = vec![0f32; t];
+        // Block jacobi sums row j of the block in its first whole chunks covering
+        // columns 0..=j (the lanes past j are scratch), then packs the triangle.
+        let mut rows = vec![0f32; if block { w * h } else { 0 }];
+        for r in k * ROWS..((k + 1) * ROWS).min(n_rows) {
+            gram.fill(0.0);
+            rows.fill(0.0);
+            for e in csr.row_range(r) {
+                // The gathered row of the entry a few ahead (in this row or the next
+                // ones): its address depends on the column, which no hardware
+                // prefetcher predicts.
+                if let Some(&ahead) = csr.index.get(e + PREFETCH_AHEAD) {
+                    let (oa, _) = row_coords(layout, !users, ahead as usize);
+                    prefetch(theta, oa, f);
+                }
+                let c = csr.index[e] as usize;
+                entry_vector(layout, theta, users, c, &mut x);
+                if block {
+                    for (j, row) in rows.chunks_exact_mut(h).enumerate() {
+                        let n = (j + 1).next_multiple_of(CHUNK);
+                        add_scaled_chunks(&mut row[..n], x[j], &x[..n]);
+                    }
+                } else {
+                    for j in 0..w {
+                        gram[packed_at(j, j)] += x[j] * x[j];
+                    }
+                }
+            }
+            if block {
+                for (j, row) in rows.chunks_exact(h).enumerate() {
+                    gram[packed_at(j, 0)..=packed_at(j, j)].copy_from_slice(&row[..=j]);
+                }
+            }
+            if udv_d {
+                // Σ_i (U_uk V_ik)² = U_uk² S_kk, with S the unscaled block.
+                let (uo, _) = row_coords(layout, true, r);
+                for k in 0..f {
+                    let u = theta[uo + k];
+                    dpart[k] += (u * u * gram[packed_at(k, k)]) as f64;
+                }
+            }
+            if layout.kind == ModelKind::Udv {
+                // UDV: ∂r̂/∂U_u = d ⊙ V_i, so the block is diag(d)·S·diag(d).
+                let d = &theta[layout.d_off()..layout.d_off() + f];
+                for j in 0..f {
+                    for k in 0..=j {
+                        gram[packed_at(j, k)] *= d[j] * d[k];
+                    }
+                }
+            }
+            row_reg(layout, reg, users, r, &mut dreg);
+            if kind == PrecondKind::BlockJacobi {
+                if factor {
+                    factor_block(&mut gram, &dreg, shift, &mut work);
+                }
+                let j = r - k * ROWS;
+                out[j * t..(j + 1) * t].copy_from_slice(&gram);
+            } else {
+                let g = |j: usize| gram[packed_at(j, j)];
+                let inv: Vec<f32> = if factor {
+                    (0..w)
+                        .map(|j| 1.0 / shifted_diag(g(j), dreg[j], shift))
+                        .collect()
+                } else {
+                    (0..w).map(g).collect()
+                };
+                diags.push((r, inv));
+            }
+        }
+        (dpart, diags)
+    }
+}
+
+/// One side of a block-Jacobi apply, as each task of [`CpuBackend::precond_apply_host`] sees it.
+struct ApplyTask<'a> {
+    layout: &'a Layout,
+    r: &'a [f32],
+    users: bool,
+    blocks: &'a [f32],
+    w: usize,
+}
+
+/// [`ApplyTask::run`] compiled for AVX2 (same operations, same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn apply_task_avx2(task: &ApplyTask, k: usize, zf: &mut [f32], zb: &mut [f32]) {
+    task.run(k, zf, zb)
+}
+
+impl ApplyTask<'_> {
+    /// Rows k·ROWS.. of the side: z ← M⁻¹ r on each, its factors into `zf` and its bias (LF
+    /// with biases) into `zb`; [`SOLVE_LANES`] rows side by side, the rest one by one.
+    #[inline(always)]
+    fn run(&self, k: usize, zf: &mut [f32], zb: &mut [f32]) {
+        let ApplyTask {
+            layout,
+            r,
+            users,
+            blocks,
+            w,
+        } = *self;
+        let f = layout.rank;
+        let t = packed_len(w);
+        let rows = k * ROWS..k * ROWS + zf.len() / f.max(1);
+        let rhs = |row: usize, j: usize| {
+            let (fo, bo) = row_coords(layout, users, row);
+            match bo {
+                Some(b) if j == f => r[b],
+                _ => r[fo + j],
+            }
+        };
+        let block = |row: usize| &blocks[row * t..(row + 1) * t];
+        let mut put = |row: usize, j: usize, x: f32| {
+            let at = row - k * ROWS;
+            if j < f {
+                zf[at * f + j] = x;
+            } else {
+                zb[at] = x;
+            }
+        };
+        let mut rl = vec![[0f32; SOLVE_LANES]; w];
+        let mut zl = vec![[0f32; SOLVE_LANES]; w];
+        let mut row = rows.start;
+        while row + SOLVE_LANES <= rows.end {
+            for (j, x) in rl.iter_mut().enumerate() {
+                *x = std::array::from_fn(|n| rhs(row + n, j));
+            }
+            solve_packed_lanes(std::array::from_fn(|n| block(row + n)), &rl, &mut zl);
+            for n in 0..SOLVE_LANES {
+                for (j, x) in zl.iter().enumerate() {
+                    put(row + n, j, x[n]);
+                }
+            }
+            row += SOLVE_LANES;
+        }
+        let (mut rr, mut zz) = (vec![0f32; w], vec![0f32; w]);
+        for row in row..rows.end {
+            for (j, x) in rr.iter_mut().enumerate() {
+                *x = rhs(row, j);
+            }
+            solve_packed(block(row), &rr, &mut zz);
+            for (j, &x) in zz.iter().enumerate() {
+                put(row, j, x);
+            }
+        }
+    }
+}
 
 impl CpuBackend {
     /// Builds one side's blocks (block_jacobi) or diagonal (jacobi); returns, on the user side of
@@ -109,6 +327,17 @@ impl CpuBackend {
         };
         let n_rows = csr.n_rows;
         // Jacobi writes 1/M straight into θ-shaped `inv`: gather the rows' results per task.
+        let task = SideTask {
+            layout,
+            csr,
+            theta,
+            reg,
+            shift,
+            users,
+            factor,
+            kind,
+            w,
+        };
         let results: Vec<SidePartial> = self.install(|| {
             let chunk_len = if kind == PrecondKind::BlockJacobi {
                 ROWS * t
@@ -125,75 +354,12 @@ impl CpuBackend {
             tasks
                 .into_par_iter()
                 .map(|(k, out)| {
-                    let mut dpart = vec![0f64; if udv_d { f } else { 0 }];
-                    let mut diags = Vec::new();
-                    let mut x = vec![0f32; w];
-                    let mut dreg = vec![0f32; w];
-                    let mut work = vec![0f32; t];
-                    let mut gram = vec![0f32; t];
-                    for r in k * ROWS..((k + 1) * ROWS).min(n_rows) {
-                        gram.fill(0.0);
-                        for e in csr.row_range(r) {
-                            // The gathered row of the entry a few ahead (in this row or the next
-                            // ones): its address depends on the column, which no hardware
-                            // prefetcher predicts.
-                            if let Some(&ahead) = csr.index.get(e + PREFETCH_AHEAD) {
-                                let (oa, _) = row_coords(layout, !users, ahead as usize);
-                                prefetch(theta, oa, f);
-                            }
-                            let c = csr.index[e] as usize;
-                            entry_vector(layout, theta, users, c, &mut x);
-                            if kind == PrecondKind::BlockJacobi {
-                                for j in 0..w {
-                                    let xj = x[j];
-                                    let row = &mut gram[packed_at(j, 0)..packed_at(j, j) + 1];
-                                    for (g, &xk) in row.iter_mut().zip(&x[..=j]) {
-                                        *g += xj * xk;
-                                    }
-                                }
-                            } else {
-                                for j in 0..w {
-                                    gram[packed_at(j, j)] += x[j] * x[j];
-                                }
-                            }
-                        }
-                        if udv_d {
-                            // Σ_i (U_uk V_ik)² = U_uk² S_kk, with S the unscaled block.
-                            let (uo, _) = row_coords(layout, true, r);
-                            for k in 0..f {
-                                let u = theta[uo + k];
-                                dpart[k] += (u * u * gram[packed_at(k, k)]) as f64;
-                            }
-                        }
-                        if layout.kind == ModelKind::Udv {
-                            // UDV: ∂r̂/∂U_u = d ⊙ V_i, so the block is diag(d)·S·diag(d).
-                            let d = &theta[layout.d_off()..layout.d_off() + f];
-                            for j in 0..f {
-                                for k in 0..=j {
-                                    gram[packed_at(j, k)] *= d[j] * d[k];
-                                }
-                            }
-                        }
-                        row_reg(layout, reg, users, r, &mut dreg);
-                        if kind == PrecondKind::BlockJacobi {
-                            if factor {
-                                factor_block(&mut gram, &dreg, shift, &mut work);
-                            }
-                            let j = r - k * ROWS;
-                            out[j * t..(j + 1) * t].copy_from_slice(&gram);
-                        } else {
-                            let g = |j: usize| gram[packed_at(j, j)];
-                            let inv: Vec<f32> = if factor {
-                                (0..w)
-                                    .map(|j| 1.0 / shifted_diag(g(j), dreg[j], shift))
-                                    .collect()
-                            } else {
-                                (0..w).map(g).collect()
-                            };
-                            diags.push((r, inv));
-                        }
+                    #[cfg(target_arch = "x86_64")]
+                    if self.wide() {
+                        // SAFETY: `wide` holds only where the CPU has AVX2.
+                        return unsafe { side_task_avx2(&task, k, out) };
                     }
-                    (dpart, diags)
+                    task.run(k, out)
                 })
                 .collect()
         });
@@ -274,7 +440,7 @@ impl CpuBackend {
                         .enumerate()
                         .for_each(|(k, chunk)| {
                             let mut dreg = vec![0f32; w];
-                            let mut work = vec![0f32; t];
+                            let mut work = vec![0f32; factor_work_len(w)];
                             for (j, block) in chunk.chunks_mut(t).enumerate() {
                                 row_reg(layout, reg, false, k * ROWS + j, &mut dreg);
                                 factor_block(block, &dreg, shift, &mut work);
@@ -365,39 +531,45 @@ impl CpuBackend {
             }),
             PrecondKind::BlockJacobi => {
                 let f = layout.rank;
-                let w = pc.width;
-                let t = packed_len(w);
-                // Solve each row's block into a row-ordered buffer, then scatter.
-                let solve_side = |users: bool, blocks: &[f32]| -> Vec<f32> {
-                    let n = blocks.len() / t.max(1);
-                    let mut out = vec![0f32; n * w];
-                    out.par_chunks_mut(ROWS * w)
-                        .enumerate()
-                        .for_each(|(k, chunk)| {
-                            let mut rr = vec![0f32; w];
-                            for (j, zz) in chunk.chunks_mut(w).enumerate() {
-                                let row = k * ROWS + j;
-                                let (fo, bo) = row_coords(layout, users, row);
-                                rr[..f].copy_from_slice(&r[fo..fo + f]);
-                                if let Some(b) = bo {
-                                    rr[f] = r[b];
-                                }
-                                solve_packed(&blocks[row * t..(row + 1) * t], &rr, zz);
-                            }
-                        });
-                    out
+                let (nu, ni) = (layout.n_users, layout.n_items);
+                // z's factor rows and biases of each side, each task writing its own rows.
+                let (zp, rest) = z.split_at_mut(nu * f);
+                let (zq, rest) = rest.split_at_mut(ni * f);
+                let (zb, zc) = if layout.has_biases() {
+                    let (zb, rest) = rest.split_at_mut(nu);
+                    (zb, &mut rest[..ni])
+                } else {
+                    (&mut [][..], &mut [][..])
                 };
-                let (zu, zi) =
-                    self.install(|| (solve_side(true, &pc.users), solve_side(false, &pc.items)));
-                for (users, zs) in [(true, &zu), (false, &zi)] {
-                    for (row, zz) in zs.chunks(w).enumerate() {
-                        let (fo, bo) = row_coords(layout, users, row);
-                        z[fo..fo + f].copy_from_slice(&zz[..f]);
-                        if let Some(b) = bo {
-                            z[b] = zz[f];
-                        }
-                    }
-                }
+                let side = |users: bool, zf: &mut [f32], zb: &mut [f32], blocks: &[f32]| {
+                    let task = ApplyTask {
+                        layout,
+                        r,
+                        users,
+                        blocks,
+                        w: pc.width,
+                    };
+                    let n_tasks = zf.len().div_ceil((ROWS * f).max(1));
+                    let mut bias: Vec<&mut [f32]> = zb.chunks_mut(ROWS).collect();
+                    bias.resize_with(n_tasks, Default::default);
+                    zf.par_chunks_mut((ROWS * f).max(1))
+                        .zip(bias)
+                        .enumerate()
+                        .for_each(|(k, (zf, zb))| {
+                            #[cfg(target_arch = "x86_64")]
+                            if self.wide() {
+                                // SAFETY: `wide` holds only where the CPU has AVX2.
+                                return unsafe { apply_task_avx2(&task, k, zf, zb) };
+                            }
+                            task.run(k, zf, zb)
+                        });
+                };
+                self.install(|| {
+                    rayon::join(
+                        || side(true, zp, zb, &pc.users),
+                        || side(false, zq, zc, &pc.items),
+                    )
+                });
                 if has_d(layout) {
                     let off = layout.d_off();
                     for k in 0..layout.rank {
