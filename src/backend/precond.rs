@@ -76,23 +76,36 @@ pub fn factor_block(a: &mut [f32], dreg: &[f32], s: Shift, work: &mut [f32]) {
         a[packed_at(j, j)] += d;
     }
     if s.c != 0.0 {
-        // work ← B, then a ← B + c·B², each entry summed over l in ascending order.
-        let n = packed_len(w);
-        work[..n].copy_from_slice(&a[..n]);
-        let b = |j: usize, k: usize| {
-            if j >= k {
-                work[packed_at(j, k)]
-            } else {
-                work[packed_at(k, j)]
-            }
-        };
+        // a ← B + c·B², each entry of B² summed over l in ascending order. B is laid out whole,
+        // by rows padded to whole chunks, so that row j of B² is Σ_l B_jl · (row l of B): one
+        // run of whole chunks per l (the lanes past the diagonal are scratch).
+        let h = w.next_multiple_of(CHUNK);
+        let (full, acc) = work[..w * h + h].split_at_mut(w * h);
+        full.fill(0.0);
         for j in 0..w {
             for k in 0..=j {
-                let mut sq = 0f32;
-                for l in 0..w {
-                    sq += b(j, l) * b(l, k);
+                full[j * h + k] = a[packed_at(j, k)];
+                full[k * h + j] = a[packed_at(j, k)];
+            }
+        }
+        for j in 0..w {
+            let n = (j + 1).next_multiple_of(CHUNK);
+            let acc = &mut acc[..n];
+            acc.fill(0.0);
+            for l in 0..w {
+                let bjl = full[j * h + l];
+                let (ys, _) = acc.as_chunks_mut::<CHUNK>();
+                let (xs, _) = full[l * h..l * h + n].as_chunks::<CHUNK>();
+                for (y, x) in ys.iter_mut().zip(xs) {
+                    let mut t = *y;
+                    for m in 0..CHUNK {
+                        t[m] += bjl * x[m];
+                    }
+                    *y = t;
                 }
-                a[packed_at(j, k)] += s.c * sq;
+            }
+            for k in 0..=j {
+                a[packed_at(j, k)] += s.c * acc[k];
             }
         }
     }
@@ -104,7 +117,7 @@ pub fn factor_block(a: &mut [f32], dreg: &[f32], s: Shift, work: &mut [f32]) {
 
 /// Floats of scratch [`factor_block`] and [`cholesky_packed`] need for blocks of width `w`.
 pub fn factor_work_len(w: usize) -> usize {
-    packed_len(w).max(w * w.next_multiple_of(CHUNK))
+    (w + 1) * w.next_multiple_of(CHUNK)
 }
 
 /// Floats per chunk of a column update in [`cholesky_packed`]: one 256-bit register.
@@ -356,6 +369,51 @@ mod tests {
                     assert_eq!(z[j][n].to_bits(), want[j].to_bits(), "w {w}, lane {n}, {j}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_chunked_sharpness_term_gives_the_plain_bits() {
+        use rand::prelude::*;
+        let mut rng = StdRng::seed_from_u64(6);
+        for w in [1, 3, 8, 9, 33, 59] {
+            let mut a = vec![0f32; packed_len(w)];
+            for j in 0..w {
+                for k in 0..j {
+                    a[packed_at(j, k)] = rng.random_range(-0.3f32..0.3);
+                }
+                a[packed_at(j, j)] = rng.random_range(1.0f32..3.0);
+            }
+            let dreg: Vec<f32> = (0..w).map(|_| rng.random_range(0.0f32..0.5)).collect();
+            let s = Shift {
+                gamma: 0.25,
+                c: 0.07,
+            };
+            // The plain form: B = A + diag(dreg); B + c·B² entry by entry, l ascending; + γI.
+            let mut want = a.clone();
+            for (j, &d) in dreg.iter().enumerate() {
+                want[packed_at(j, j)] += d;
+            }
+            let b0 = want.clone();
+            let b = |j: usize, k: usize| b0[packed_at(j.max(k), j.min(k))];
+            for j in 0..w {
+                for k in 0..=j {
+                    let mut sq = 0f32;
+                    for l in 0..w {
+                        sq += b(j, l) * b(l, k);
+                    }
+                    want[packed_at(j, k)] += s.c * sq;
+                }
+                want[packed_at(j, j)] += s.gamma;
+            }
+            cholesky_plain(&mut want, w);
+            let mut work = vec![f32::NAN; factor_work_len(w)];
+            factor_block(&mut a, &dreg, s, &mut work);
+            let differ = a
+                .iter()
+                .zip(&want)
+                .filter(|(p, q)| p.to_bits() != q.to_bits());
+            assert_eq!(differ.count(), 0, "w {w}");
         }
     }
 }
