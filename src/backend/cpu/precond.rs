@@ -300,6 +300,26 @@ impl ApplyTask<'_> {
     }
 }
 
+/// Factors summed item blocks (packed, one after another in `chunk`, the first item's index
+/// `first`) in place, with their ridge weights and the shift.
+#[inline(always)]
+fn factor_items((layout, reg, shift, first): (&Layout, &[f32], Shift, usize), chunk: &mut [f32]) {
+    let w = block_width(layout);
+    let mut dreg = vec![0f32; w];
+    let mut work = vec![0f32; factor_work_len(w)];
+    for (j, block) in chunk.chunks_mut(packed_len(w)).enumerate() {
+        row_reg(layout, reg, false, first + j, &mut dreg);
+        factor_block(block, &dreg, shift, &mut work);
+    }
+}
+
+/// [`factor_items`] compiled for AVX2 (same operations, same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn factor_items_avx2(rows: (&Layout, &[f32], Shift, usize), chunk: &mut [f32]) {
+    factor_items(rows, chunk)
+}
+
 impl CpuBackend {
     /// Builds one side's blocks (block_jacobi) or diagonal (jacobi); returns, on the user side of
     /// UDV, the d diagonal Σ_u Σ_{i∈Ω_u} (U_uk V_ik)² (f64 partials added in row-block order).
@@ -439,12 +459,13 @@ impl CpuBackend {
                         .par_chunks_mut(ROWS * t)
                         .enumerate()
                         .for_each(|(k, chunk)| {
-                            let mut dreg = vec![0f32; w];
-                            let mut work = vec![0f32; factor_work_len(w)];
-                            for (j, block) in chunk.chunks_mut(t).enumerate() {
-                                row_reg(layout, reg, false, k * ROWS + j, &mut dreg);
-                                factor_block(block, &dreg, shift, &mut work);
+                            let rows = (layout, reg, shift, k * ROWS);
+                            #[cfg(target_arch = "x86_64")]
+                            if self.wide() {
+                                // SAFETY: `wide` holds only where the CPU has AVX2.
+                                return unsafe { factor_items_avx2(rows, chunk) };
                             }
+                            factor_items(rows, chunk)
                         })
                 });
                 Ok(())
