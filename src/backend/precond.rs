@@ -93,16 +93,7 @@ pub fn factor_block(a: &mut [f32], dreg: &[f32], s: Shift, work: &mut [f32]) {
             let acc = &mut acc[..n];
             acc.fill(0.0);
             for l in 0..w {
-                let bjl = full[j * h + l];
-                let (ys, _) = acc.as_chunks_mut::<CHUNK>();
-                let (xs, _) = full[l * h..l * h + n].as_chunks::<CHUNK>();
-                for (y, x) in ys.iter_mut().zip(xs) {
-                    let mut t = *y;
-                    for m in 0..CHUNK {
-                        t[m] += bjl * x[m];
-                    }
-                    *y = t;
-                }
+                add_scaled_chunks(acc, full[j * h + l], &full[l * h..l * h + n]);
             }
             for k in 0..=j {
                 a[packed_at(j, k)] += s.c * acc[k];
@@ -120,8 +111,24 @@ pub fn factor_work_len(w: usize) -> usize {
     (w + 1) * w.next_multiple_of(CHUNK)
 }
 
-/// Floats per chunk of a column update in [`cholesky_packed`]: one 256-bit register.
-const CHUNK: usize = 8;
+/// Floats per chunk of the host's block updates: one 256-bit register.
+pub(crate) const CHUNK: usize = 8;
+
+/// y ← y + s·x over whole chunks (y and x of the same length, a multiple of [`CHUNK`]): each
+/// entry gets the one product s·x, as an entry-by-entry loop adds it, with each chunk loaded,
+/// updated and stored whole (one register's work).
+#[inline(always)]
+pub(crate) fn add_scaled_chunks(y: &mut [f32], s: f32, x: &[f32]) {
+    let (ys, _) = y.as_chunks_mut::<CHUNK>();
+    let (xs, _) = x.as_chunks::<CHUNK>();
+    for (y, x) in ys.iter_mut().zip(xs) {
+        let mut t = *y;
+        for l in 0..CHUNK {
+            t[l] += s * x[l];
+        }
+        *y = t;
+    }
+}
 
 /// In-place right-looking Cholesky of a packed SPD block of width `w`, with `scratch` of at least
 /// [`factor_work_len`] floats. Entry (j, i) gets −L_jk·L_ik for k = 0, 1, … in turn, as in the
@@ -154,18 +161,9 @@ pub fn cholesky_packed(a: &mut [f32], w: usize, scratch: &mut [f32]) {
         col_k[k] = lkk;
         for (n, col_i) in rest.chunks_exact_mut(h).enumerate() {
             let i = k + 1 + n;
-            let lik = col_k[i];
+            // y − L_ik·x, as y + (−L_ik)·x: negation is exact, so the same bits.
             let a0 = i / CHUNK * CHUNK;
-            let (ys, _) = col_i[a0..].as_chunks_mut::<CHUNK>();
-            let (xs, _) = col_k[a0..].as_chunks::<CHUNK>();
-            for (y, x) in ys.iter_mut().zip(xs) {
-                // Loaded whole, updated, stored whole: one register's work.
-                let mut t = *y;
-                for l in 0..CHUNK {
-                    t[l] -= x[l] * lik;
-                }
-                *y = t;
-            }
+            add_scaled_chunks(&mut col_i[a0..], -col_k[i], &col_k[a0..]);
         }
     }
     for j in 0..w {

@@ -4,8 +4,9 @@
 use super::sparse::{prefetch, PREFETCH_AHEAD};
 use super::CpuBackend;
 use crate::backend::precond::{
-    block_width, factor_block, factor_work_len, has_d, max_block_width, packed_at, packed_len,
-    row_coords, shifted_diag, solve_packed, solve_packed_lanes, PrecondKind, Shift,
+    add_scaled_chunks, block_width, factor_block, factor_work_len, has_d, max_block_width,
+    packed_at, packed_len, row_coords, shifted_diag, solve_packed, solve_packed_lanes, PrecondKind,
+    Shift, CHUNK,
 };
 use crate::data::{Compressed, Matrix};
 use crate::model::{Layout, ModelKind};
@@ -72,31 +73,13 @@ fn entry_vector(layout: &Layout, theta: &[f32], users: bool, c: usize, x: &mut [
     }
 }
 
-/// Floats per chunk of a Gram row update: one 256-bit register.
-const CHUNK: usize = 8;
-
-/// y ← y + s·x over whole chunks (y and x of the same length, a multiple of [`CHUNK`]): each
-/// entry gets the one product s·x, as an entry-by-entry loop adds it.
-#[inline(always)]
-fn add_scaled_chunks(y: &mut [f32], s: f32, x: &[f32]) {
-    let (ys, _) = y.as_chunks_mut::<CHUNK>();
-    let (xs, _) = x.as_chunks::<CHUNK>();
-    for (y, x) in ys.iter_mut().zip(xs) {
-        let mut t = *y;
-        for l in 0..CHUNK {
-            t[l] += s * x[l];
-        }
-        *y = t;
-    }
-}
-
-/// Ridge weights of own row r's block coordinates.
-fn row_reg(layout: &Layout, reg: &[f32], users: bool, r: usize, out: &mut [f32]) {
+/// Own row r's block coordinates (factors, then the bias) of the θ-shaped vector `v`.
+fn row_block(layout: &Layout, v: &[f32], users: bool, r: usize, out: &mut [f32]) {
     let f = layout.rank;
     let (fo, bo) = row_coords(layout, users, r);
-    out[..f].copy_from_slice(&reg[fo..fo + f]);
+    out[..f].copy_from_slice(&v[fo..fo + f]);
     if let Some(b) = bo {
-        out[f] = reg[b];
+        out[f] = v[b];
     }
 }
 
@@ -202,7 +185,7 @@ impl SideTask<'_> {
                     }
                 }
             }
-            row_reg(layout, reg, users, r, &mut dreg);
+            row_block(layout, reg, users, r, &mut dreg);
             if kind == PrecondKind::BlockJacobi {
                 if factor {
                     factor_block(&mut gram, &dreg, shift, &mut work);
@@ -256,13 +239,6 @@ impl ApplyTask<'_> {
         let f = layout.rank;
         let t = packed_len(w);
         let rows = k * ROWS..k * ROWS + zf.len() / f.max(1);
-        let rhs = |row: usize, j: usize| {
-            let (fo, bo) = row_coords(layout, users, row);
-            match bo {
-                Some(b) if j == f => r[b],
-                _ => r[fo + j],
-            }
-        };
         let block = |row: usize| &blocks[row * t..(row + 1) * t];
         let mut put = |row: usize, j: usize, x: f32| {
             let at = row - k * ROWS;
@@ -272,12 +248,16 @@ impl ApplyTask<'_> {
                 zb[at] = x;
             }
         };
+        let (mut rr, mut zz) = (vec![0f32; w], vec![0f32; w]);
         let mut rl = vec![[0f32; SOLVE_LANES]; w];
         let mut zl = vec![[0f32; SOLVE_LANES]; w];
         let mut row = rows.start;
         while row + SOLVE_LANES <= rows.end {
-            for (j, x) in rl.iter_mut().enumerate() {
-                *x = std::array::from_fn(|n| rhs(row + n, j));
+            for n in 0..SOLVE_LANES {
+                row_block(layout, r, users, row + n, &mut rr);
+                for (x, &v) in rl.iter_mut().zip(&rr) {
+                    x[n] = v;
+                }
             }
             solve_packed_lanes(std::array::from_fn(|n| block(row + n)), &rl, &mut zl);
             for n in 0..SOLVE_LANES {
@@ -287,11 +267,8 @@ impl ApplyTask<'_> {
             }
             row += SOLVE_LANES;
         }
-        let (mut rr, mut zz) = (vec![0f32; w], vec![0f32; w]);
         for row in row..rows.end {
-            for (j, x) in rr.iter_mut().enumerate() {
-                *x = rhs(row, j);
-            }
+            row_block(layout, r, users, row, &mut rr);
             solve_packed(block(row), &rr, &mut zz);
             for (j, &x) in zz.iter().enumerate() {
                 put(row, j, x);
@@ -308,7 +285,7 @@ fn factor_items((layout, reg, shift, first): (&Layout, &[f32], Shift, usize), ch
     let mut dreg = vec![0f32; w];
     let mut work = vec![0f32; factor_work_len(w)];
     for (j, block) in chunk.chunks_mut(packed_len(w)).enumerate() {
-        row_reg(layout, reg, false, first + j, &mut dreg);
+        row_block(layout, reg, false, first + j, &mut dreg);
         factor_block(block, &dreg, shift, &mut work);
     }
 }
@@ -483,7 +460,7 @@ impl CpuBackend {
                 sum(&mut diag, dsum)?;
                 let mut dreg = vec![0f32; w];
                 for (i, d) in diag.chunks(w).enumerate() {
-                    row_reg(layout, reg, false, i, &mut dreg);
+                    row_block(layout, reg, false, i, &mut dreg);
                     let (fo, bo) = row_coords(layout, false, i);
                     for j in 0..f {
                         pc.inv[fo + j] = 1.0 / shifted_diag(d[j], dreg[j], shift);
