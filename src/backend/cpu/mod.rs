@@ -2,6 +2,7 @@
 //! chosen size. Every reduction adds fixed-size partials in order, so results are bitwise
 //! reproducible for any thread count.
 
+mod lanes;
 mod precond;
 mod sparse;
 
@@ -106,6 +107,16 @@ impl CpuBackend {
     /// Whether the sparse passes run their AVX2 build.
     pub(crate) fn wide(&self) -> bool {
         self.wide
+    }
+
+    /// The AVX lanes' token, where the sparse passes run their AVX2 build.
+    #[cfg(target_arch = "x86_64")]
+    fn avx(&self) -> Option<lanes::Avx> {
+        if self.wide {
+            lanes::Avx::detect()
+        } else {
+            None
+        }
     }
 
     /// Whether a curvature pass over `other` rows of rank `f` reads them from one side-by-side

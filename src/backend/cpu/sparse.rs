@@ -3,6 +3,9 @@
 //! accumulators; global scalars (Σe², the d-block of UDV) add f64 partials per block of rows in
 //! block order.
 
+#[cfg(target_arch = "x86_64")]
+use super::lanes::Avx;
+use super::lanes::{lane_sum, Lanes, Portable};
 use super::vector::CHUNK;
 use super::{CpuBackend, Fusion};
 use crate::backend::{
@@ -69,35 +72,6 @@ fn view<'a>(layout: &Layout, x: &'a [f32], side: Side) -> View<'a> {
     }
 }
 
-/// Lanes of the dot-product accumulators: independent partial sums the compiler keeps in one SIMD
-/// register, added in a fixed order at the end (so results stay deterministic).
-const LANES: usize = 8;
-
-/// Σ_k term(x₀[k], x₁[k], …) over equal-length rows, in LANES interleaved partial sums. The rows
-/// are viewed as arrays of LANES-wide chunks, so the loop body has no bounds checks and vectorises.
-#[inline(always)]
-fn lane_sum<const R: usize>(rows: [&[f32]; R], term: impl Fn([f32; R]) -> f32) -> f32 {
-    let n = rows[0].len();
-    let chunks: [&[[f32; LANES]]; R] = std::array::from_fn(|j| rows[j][..n].as_chunks::<LANES>().0);
-    let full = chunks[0].len();
-    let mut acc = [0f32; LANES];
-    #[allow(clippy::needless_range_loop)] // c indexes R chunk arrays at once
-    for c in 0..full {
-        let parts: [&[f32; LANES]; R] = std::array::from_fn(|j| &chunks[j][c]);
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += term(std::array::from_fn(|j| parts[j][l]));
-        }
-    }
-    for (l, kk) in (full * LANES..n).enumerate() {
-        acc[l] += term(std::array::from_fn(|j| rows[j][kk]));
-    }
-    let mut s = 0f32;
-    for a in acc {
-        s += a;
-    }
-    s
-}
-
 /// y ← y + s·x over a row.
 #[inline(always)]
 fn add_scaled(y: &mut [f32], s: f32, x: &[f32]) {
@@ -108,18 +82,29 @@ fn add_scaled(y: &mut [f32], s: f32, x: &[f32]) {
 
 /// r̂ for one entry from its two factor rows (and biases).
 #[inline(always)]
-fn predict(layout: &Layout, a: &[f32], b: &[f32], ba: f32, bb: f32, d: &[f32]) -> f32 {
+fn predict<S: Lanes>(
+    s: S,
+    layout: &Layout,
+    a: &[f32],
+    b: &[f32],
+    biases: (f32, f32),
+    d: &[f32],
+) -> f32 {
     let n = a.len();
-    match layout.kind {
-        ModelKind::Lf => {
-            let s = lane_sum([a, &b[..n]], |[a, b]| a * b);
-            if layout.biases {
-                s + layout.mu + ba + bb
-            } else {
-                s
-            }
-        }
-        ModelKind::Udv => lane_sum([a, &b[..n], &d[..n]], |[a, b, d]| a * d * b),
+    let dot = match layout.kind {
+        ModelKind::Lf => lane_sum(s, [a, &b[..n]], |[a, b]| a * b),
+        ModelKind::Udv => lane_sum(s, [a, &b[..n], &d[..n]], |[a, b, d]| a * d * b),
+    };
+    with_biases(layout, dot, biases)
+}
+
+/// r̂ from its factor part: μ + b + c added for a biased LF model.
+#[inline(always)]
+fn with_biases(layout: &Layout, dot: f32, (ba, bb): (f32, f32)) -> f32 {
+    if layout.kind == ModelKind::Lf && layout.biases {
+        dot + layout.mu + ba + bb
+    } else {
+        dot
     }
 }
 
@@ -230,10 +215,64 @@ impl<'a> RowAcc<'a> {
     }
 }
 
+impl EntryCtx<'_> {
+    /// Column c's θ row (from the side-by-side table, where in use).
+    #[inline(always)]
+    fn b_row(&self, c: usize) -> &[f32] {
+        let f = self.f;
+        if self.paired {
+            &self.pair[c * 2 * f..c * 2 * f + f]
+        } else {
+            &self.th.other[c * f..(c + 1) * f]
+        }
+    }
+
+    /// Column c's direction row.
+    #[inline(always)]
+    fn db_row<'v>(&'v self, v: &'v View, c: usize) -> &'v [f32] {
+        let f = self.f;
+        if self.paired {
+            &self.pair[c * 2 * f + f..(c + 1) * 2 * f]
+        } else {
+            &v.other[c * f..(c + 1) * f]
+        }
+    }
+
+    /// The lane sum entry (row r, column c) needs before its updates: r̂'s factor part (loss
+    /// and gradient), J v's (curvature).
+    #[inline(always)]
+    fn dot<S: Lanes>(&self, ln: S, r: usize, c: usize) -> f32 {
+        let (th, f) = (self.th, self.f);
+        let (a, b) = (&th.own[r * f..(r + 1) * f], self.b_row(c));
+        match (self.pass, self.layout.kind) {
+            (Pass::Curv { v, .. }, kind) => {
+                let (da, db) = (&v.own[r * f..(r + 1) * f], self.db_row(v, c));
+                match kind {
+                    ModelKind::Lf => lane_sum(ln, [da, b, a, db], |[da, b, a, db]| da * b + a * db),
+                    ModelKind::Udv => lane_sum(
+                        ln,
+                        [da, b, a, db, &th.d[..f], &v.d[..f]],
+                        |[da, b, a, db, d, dd]| d * (da * b + a * db) + dd * a * b,
+                    ),
+                }
+            }
+            (_, ModelKind::Lf) => lane_sum(ln, [a, b], |[a, b]| a * b),
+            (_, ModelKind::Udv) => lane_sum(ln, [a, b, &th.d[..f]], |[a, b, d]| a * d * b),
+        }
+    }
+}
+
 /// One entry (the row in `row`, column c, its value at `vals[k]`): its terms go into the row's
 /// accumulators and, fused, into item c's row of the block's item buffer.
 #[inline(always)]
-fn visit(cx: &EntryCtx, row: &mut RowAcc, c: usize, (vals, k): (&[f32], usize), items: &mut [f32]) {
+fn visit<S: Lanes>(
+    ln: S,
+    cx: &EntryCtx,
+    row: &mut RowAcc,
+    (c, dot): (usize, f32),
+    (vals, k): (&[f32], usize),
+    items: &mut [f32],
+) {
     let (r, a, ba) = (row.r, row.a, row.ba);
     let (acc, acc2, acc3) = (&mut *row.acc, &mut *row.acc2, &mut *row.acc3);
     let (bias_acc, sq) = (&mut *row.bias_acc, &mut *row.sq);
@@ -241,59 +280,38 @@ fn visit(cx: &EntryCtx, row: &mut RowAcc, c: usize, (vals, k): (&[f32], usize), 
         layout,
         th,
         pass,
-        pair,
         sink,
         f,
-        paired,
+        ..
     } = *cx;
-    let b = if paired {
-        &pair[c * 2 * f..c * 2 * f + f]
-    } else {
-        &th.other[c * f..(c + 1) * f]
-    };
+    let b = cx.b_row(c);
     let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
-    // The residual, needed by every pass but the Gauss–Newton
-    // product.
-    let e = || vals[k] - predict(layout, a, b, ba, bb, th.d);
     // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
     let (w1, w2) = match pass {
         Pass::Loss => {
-            *sq += (e() as f64).powi(2);
+            let e = vals[k] - with_biases(layout, dot, (ba, bb));
+            *sq += (e as f64).powi(2);
             return;
         }
         Pass::Grad => {
-            let e = e();
+            let e = vals[k] - with_biases(layout, dot, (ba, bb));
             *sq += (e as f64) * (e as f64);
             add_scaled(acc, -e, b);
             *bias_acc -= e;
             (-e, 0.0)
         }
         Pass::Curv { v, hessian } => {
-            let da = &v.own[r * f..(r + 1) * f];
-            let db = if paired {
-                &pair[c * 2 * f + f..(c + 1) * 2 * f]
+            let s = if layout.kind == ModelKind::Lf && layout.biases {
+                dot + v.own_bias[r] + v.other_bias[c]
             } else {
-                &v.other[c * f..(c + 1) * f]
-            };
-            let s = match layout.kind {
-                ModelKind::Lf => {
-                    let s = lane_sum([da, b, a, db], |[da, b, a, db]| da * b + a * db);
-                    if layout.biases {
-                        s + v.own_bias[r] + v.other_bias[c]
-                    } else {
-                        s
-                    }
-                }
-                ModelKind::Udv => lane_sum([da, b, a, db, th.d, v.d], |[da, b, a, db, d, dd]| {
-                    d * (da * b + a * db) + dd * a * b
-                }),
+                dot
             };
             add_scaled(acc, s, b);
             *bias_acc += s;
             let mut w = 0.0;
             if *hessian {
-                w = -e();
-                add_scaled(acc2, w, db);
+                w = -(vals[k] - predict(ln, layout, a, b, (ba, bb), th.d));
+                add_scaled(acc2, w, cx.db_row(v, c));
                 add_scaled(acc3, w, b);
             }
             (s, w)
@@ -350,13 +368,14 @@ struct BlockCtx<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn block_avx2(
+    avx: Avx,
     bc: &BlockCtx,
     rows: Option<&mut [f32]>,
     biases: Option<&mut [f32]>,
     bi: usize,
     blk: &std::ops::Range<usize>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
-    bc.block(rows, biases, bi, blk)
+    bc.block(avx, rows, biases, bi, blk)
 }
 
 impl BlockCtx<'_> {
@@ -387,8 +406,9 @@ impl BlockCtx<'_> {
 
     /// Block `bi` (rows `blk`) of a pass: (Σe² partials, d-block partial, item buffer).
     #[inline(always)]
-    fn block(
+    fn block<S: Lanes>(
         &self,
+        ln: S,
         mut rows: Option<&mut [f32]>,
         mut biases: Option<&mut [f32]>,
         bi: usize,
@@ -471,7 +491,8 @@ impl BlockCtx<'_> {
                             &mut bias_accs,
                             &mut row_sq,
                         );
-                        visit(cx, &mut row, c, (&pl.values[..], e), &mut items);
+                        let dot = cx.dot(ln, s0 + jj, c);
+                        visit(ln, cx, &mut row, (c, dot), (&pl.values[..], e), &mut items);
                     }
                 }
             } else {
@@ -540,7 +561,8 @@ impl BlockCtx<'_> {
                                 }
                             }
                             let c = csr.index[k] as usize;
-                            visit(cx, &mut row, c, (&csr.values[..], k), &mut items);
+                            let dot = cx.dot(ln, r, c);
+                            visit(ln, cx, &mut row, (c, dot), (&csr.values[..], k), &mut items);
                         }
                     }
                     if c1 >= n_cols {
@@ -709,11 +731,11 @@ fn side_pass(
             .zip(blocks.par_iter().enumerate())
             .map(|((rows, biases), (bi, blk))| {
                 #[cfg(target_arch = "x86_64")]
-                if be.wide() {
-                    // SAFETY: `wide` holds only where the CPU has AVX2.
-                    return unsafe { block_avx2(&bc, rows, biases, bi, blk) };
+                if let Some(avx) = be.avx() {
+                    // SAFETY: the token exists only where the CPU has AVX2.
+                    return unsafe { block_avx2(avx, &bc, rows, biases, bi, blk) };
                 }
-                bc.block(rows, biases, bi, blk)
+                bc.block(Portable, rows, biases, bi, blk)
             })
             .collect()
     });
@@ -1204,11 +1226,14 @@ impl SparseOps for CpuBackend {
         let pred = |k: usize| {
             let (u, i) = (e.users[k] as usize, e.items[k] as usize);
             predict(
+                Portable,
                 layout,
                 &th.own[u * f..(u + 1) * f],
                 &th.other[i * f..(i + 1) * f],
-                th.own_bias.get(u).copied().unwrap_or(0.0),
-                th.other_bias.get(i).copied().unwrap_or(0.0),
+                (
+                    th.own_bias.get(u).copied().unwrap_or(0.0),
+                    th.other_bias.get(i).copied().unwrap_or(0.0),
+                ),
                 th.d,
             )
         };
