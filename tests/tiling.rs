@@ -3,7 +3,7 @@
 //! untiled one to the bit, fused or not, for tiles that cut the rows and columns anywhere, and with
 //! or without the curvature passes' side-by-side table of θ and direction rows, and whether the
 //! fused passes walk a precomputed tile plan or the rows' cursors, in the portable build or the
-//! AVX2 one.
+//! AVX2 one. The Jacobi preconditioner's build runs the same passes and must agree to the bit too.
 
 mod common;
 
@@ -11,7 +11,7 @@ use common::{cpu, fixture};
 use sslf::backend::cpu::{
     auto_tile, plan_pays, tiles_pay, CpuBackend, Fusion, PLAN_ROWS, TILE_BUDGET_BYTES,
 };
-use sslf::backend::{Curvature, SparseOps};
+use sslf::backend::{Curvature, PrecondKind, Shift, SparseOps};
 use sslf::model::{ModelKind, Regularization};
 
 fn backends(fusion: Fusion) -> Vec<(String, CpuBackend)> {
@@ -97,6 +97,18 @@ fn tiled_passes_equal_the_untiled_ones_bitwise() {
                 .unwrap();
             base.curvature_product(&m0, l, &fx.theta, &fx.v, &mut h0, Curvature::Hessian)
                 .unwrap();
+            // The Jacobi preconditioner, seen through its apply (z = M⁻¹v, coordinate-wise).
+            let jacobi = |b: &CpuBackend, m: &_| {
+                let reg: Vec<f32> = fx.v.iter().map(|x| 0.1 + x.abs()).collect();
+                let shift = Shift { gamma: 0.5, c: 0.0 };
+                let mut pc = b.precond_new(m, l, PrecondKind::Jacobi, false).unwrap();
+                b.precond_build(m, l, &fx.theta, &reg, shift, &mut pc)
+                    .unwrap();
+                let mut z = vec![0f32; l.len()];
+                b.precond_apply(&pc, l, &fx.v, &mut z).unwrap();
+                z
+            };
+            let j0 = jacobi(base, &m0);
             for (name, b) in &all[1..] {
                 let what = format!("{kind:?} biases={biases} {name}");
                 let m = b.upload_matrix(&fx.matrix, l).unwrap();
@@ -128,6 +140,11 @@ fn tiled_passes_equal_the_untiled_ones_bitwise() {
                 ] {
                     assert!(same(x, y), "{what}: evaluation {x} vs {y}");
                 }
+                let j = jacobi(b, &m);
+                assert!(
+                    j.iter().zip(&j0).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{what}: Jacobi preconditioner differs"
+                );
                 for (curv, want) in [(Curvature::GaussNewton, &gn0), (Curvature::Hessian, &h0)] {
                     let mut out = vec![0f32; l.len()];
                     b.curvature_product(&m, l, &fx.theta, &fx.v, &mut out, curv)

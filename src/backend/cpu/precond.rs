@@ -1,14 +1,16 @@
 //! The preconditioners on the host: per-row Gram blocks built over the CSR (users) and the CSC
-//! (items), shifted and factored in place, applied row by row. Mirrors `shaders/precond.wgsl`.
+//! (items), shifted and factored in place, applied row by row; the Jacobi diagonal summed by the
+//! sparse passes (the gradient's plan or passes, as a pass of squares). Mirrors
+//! `shaders/precond.wgsl`.
 
-use super::sparse::{prefetch, PREFETCH_AHEAD};
+use super::sparse::{prefetch, CpuMatrix, PREFETCH_AHEAD};
 use super::CpuBackend;
 use crate::backend::precond::{
     add_scaled_chunks, block_width, factor_block, factor_work_len, has_d, max_block_width,
     packed_at, packed_len, row_coords, shifted_diag, solve_packed, solve_packed_lanes, PrecondKind,
     Shift, CHUNK,
 };
-use crate::data::{Compressed, Matrix};
+use crate::data::Compressed;
 use crate::model::{Layout, ModelKind};
 use rayon::prelude::*;
 
@@ -83,10 +85,7 @@ fn row_block(layout: &Layout, v: &[f32], users: bool, r: usize, out: &mut [f32])
     }
 }
 
-/// Per task: its d-diagonal partials, and (jacobi) each row's 1/M values.
-type SidePartial = (Vec<f64>, Vec<(usize, Vec<f32>)>);
-
-/// One side of a preconditioner build, as each task of [`CpuBackend::precond_side`] sees it.
+/// One side of a block-Jacobi build, as each task of [`CpuBackend::precond_side`] sees it.
 struct SideTask<'a> {
     layout: &'a Layout,
     csr: &'a Compressed,
@@ -95,7 +94,6 @@ struct SideTask<'a> {
     shift: Shift,
     users: bool,
     factor: bool,
-    kind: PrecondKind,
     w: usize,
 }
 
@@ -103,15 +101,14 @@ struct SideTask<'a> {
 /// registers (no fused multiply-adds), so the same bits as the portable build.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn side_task_avx2(task: &SideTask, k: usize, out: &mut [f32]) -> SidePartial {
+fn side_task_avx2(task: &SideTask, k: usize, out: &mut [f32]) -> Vec<f64> {
     task.run(k, out)
 }
 
 impl SideTask<'_> {
-    /// Rows k·ROWS.. of the side: their blocks into `out` (block jacobi), their d partials and
-    /// (jacobi) diagonals returned.
+    /// Rows k·ROWS.. of the side: their blocks into `out`, their d partials returned.
     #[inline(always)]
-    fn run(&self, k: usize, out: &mut [f32]) -> SidePartial {
+    fn run(&self, k: usize, out: &mut [f32]) -> Vec<f64> {
         let SideTask {
             layout,
             csr,
@@ -120,17 +117,14 @@ impl SideTask<'_> {
             shift,
             users,
             factor,
-            kind,
             w,
         } = *self;
         let f = layout.rank;
         let t = packed_len(w);
         let h = w.next_multiple_of(CHUNK);
         let udv_d = users && has_d(layout);
-        let block = kind == PrecondKind::BlockJacobi;
         let n_rows = csr.n_rows;
         let mut dpart = vec![0f64; if udv_d { f } else { 0 }];
-        let mut diags = Vec::new();
         // The entry's vector, zero past w to a whole number of chunks.
         let mut x = vec![0f32; h];
         let mut dreg = vec![0f32; w];
@@ -138,7 +132,7 @@ impl SideTask<'_> {
         let mut gram = vec![0f32; t];
         // Block jacobi sums row j of the block in its first whole chunks covering
         // columns 0..=j (the lanes past j are scratch), then packs the triangle.
-        let mut rows = vec![0f32; if block { w * h } else { 0 }];
+        let mut rows = vec![0f32; w * h];
         for r in k * ROWS..((k + 1) * ROWS).min(n_rows) {
             gram.fill(0.0);
             rows.fill(0.0);
@@ -152,21 +146,13 @@ impl SideTask<'_> {
                 }
                 let c = csr.index[e] as usize;
                 entry_vector(layout, theta, users, c, &mut x);
-                if block {
-                    for (j, row) in rows.chunks_exact_mut(h).enumerate() {
-                        let n = (j + 1).next_multiple_of(CHUNK);
-                        add_scaled_chunks(&mut row[..n], x[j], &x[..n]);
-                    }
-                } else {
-                    for j in 0..w {
-                        gram[packed_at(j, j)] += x[j] * x[j];
-                    }
+                for (j, row) in rows.chunks_exact_mut(h).enumerate() {
+                    let n = (j + 1).next_multiple_of(CHUNK);
+                    add_scaled_chunks(&mut row[..n], x[j], &x[..n]);
                 }
             }
-            if block {
-                for (j, row) in rows.chunks_exact(h).enumerate() {
-                    gram[packed_at(j, 0)..=packed_at(j, j)].copy_from_slice(&row[..=j]);
-                }
+            for (j, row) in rows.chunks_exact(h).enumerate() {
+                gram[packed_at(j, 0)..=packed_at(j, j)].copy_from_slice(&row[..=j]);
             }
             if udv_d {
                 // Σ_i (U_uk V_ik)² = U_uk² S_kk, with S the unscaled block.
@@ -186,25 +172,13 @@ impl SideTask<'_> {
                 }
             }
             row_block(layout, reg, users, r, &mut dreg);
-            if kind == PrecondKind::BlockJacobi {
-                if factor {
-                    factor_block(&mut gram, &dreg, shift, &mut work);
-                }
-                let j = r - k * ROWS;
-                out[j * t..(j + 1) * t].copy_from_slice(&gram);
-            } else {
-                let g = |j: usize| gram[packed_at(j, j)];
-                let inv: Vec<f32> = if factor {
-                    (0..w)
-                        .map(|j| 1.0 / shifted_diag(g(j), dreg[j], shift))
-                        .collect()
-                } else {
-                    (0..w).map(g).collect()
-                };
-                diags.push((r, inv));
+            if factor {
+                factor_block(&mut gram, &dreg, shift, &mut work);
             }
+            let j = r - k * ROWS;
+            out[j * t..(j + 1) * t].copy_from_slice(&gram);
         }
-        (dpart, diags)
+        dpart
     }
 }
 
@@ -298,8 +272,8 @@ fn factor_items_avx2(rows: (&Layout, &[f32], Shift, usize), chunk: &mut [f32]) {
 }
 
 impl CpuBackend {
-    /// Builds one side's blocks (block_jacobi) or diagonal (jacobi); returns, on the user side of
-    /// UDV, the d diagonal Σ_u Σ_{i∈Ω_u} (U_uk V_ik)² (f64 partials added in row-block order).
+    /// Builds one side's blocks (block_jacobi); returns, on the user side of UDV, the d diagonal
+    /// Σ_u Σ_{i∈Ω_u} (U_uk V_ik)² (f64 partials added in row-block order).
     #[allow(clippy::too_many_arguments)]
     fn precond_side(
         &self,
@@ -316,14 +290,7 @@ impl CpuBackend {
         let w = pc.width;
         let t = packed_len(w);
         let udv_d = users && has_d(layout);
-        let kind = pc.kind;
-        let blocks: &mut [f32] = match (kind, users) {
-            (PrecondKind::BlockJacobi, true) => &mut pc.users,
-            (PrecondKind::BlockJacobi, false) => &mut pc.items,
-            _ => &mut [],
-        };
-        let n_rows = csr.n_rows;
-        // Jacobi writes 1/M straight into θ-shaped `inv`: gather the rows' results per task.
+        let blocks: &mut [f32] = if users { &mut pc.users } else { &mut pc.items };
         let task = SideTask {
             layout,
             csr,
@@ -332,24 +299,12 @@ impl CpuBackend {
             shift,
             users,
             factor,
-            kind,
             w,
         };
-        let results: Vec<SidePartial> = self.install(|| {
-            let chunk_len = if kind == PrecondKind::BlockJacobi {
-                ROWS * t
-            } else {
-                0
-            };
-            let tasks: Vec<(usize, &mut [f32])> = if chunk_len > 0 {
-                blocks.chunks_mut(chunk_len).enumerate().collect()
-            } else {
-                (0..n_rows.div_ceil(ROWS))
-                    .map(|k| (k, <&mut [f32]>::default()))
-                    .collect()
-            };
-            tasks
-                .into_par_iter()
+        let results: Vec<Vec<f64>> = self.install(|| {
+            blocks
+                .par_chunks_mut(ROWS * t)
+                .enumerate()
                 .map(|(k, out)| {
                     #[cfg(target_arch = "x86_64")]
                     if self.wide() {
@@ -361,18 +316,55 @@ impl CpuBackend {
                 .collect()
         });
         let mut dsum = vec![0f64; if udv_d { f } else { 0 }];
-        for (dpart, diags) in results {
+        for dpart in results {
             for (a, b) in dsum.iter_mut().zip(dpart) {
                 *a += b;
             }
-            for (r, inv) in diags {
-                let (fo, bo) = row_coords(layout, users, r);
-                pc.inv[fo..fo + f].copy_from_slice(&inv[..f]);
-                if let Some(b) = bo {
-                    pc.inv[b] = inv[f];
-                }
-            }
         }
+        dsum
+    }
+
+    /// The Jacobi preconditioner's sums diag(JᵀJ), by the gradient's plan (or passes), scaled by
+    /// d² on UDV's factor rows; 1/M written in `pc.inv` for every coordinate but the d block (and,
+    /// with `shared`, the item coordinates, left as sums). Returns the d sums' f64 partials.
+    fn jacobi_side(
+        &self,
+        m: &CpuMatrix,
+        layout: &Layout,
+        theta: &[f32],
+        (reg, shift): (&[f32], Shift),
+        shared: bool,
+        pc: &mut CpuPrecond,
+    ) -> Vec<f64> {
+        let f = layout.rank;
+        let inv = &mut pc.inv;
+        let dsum = self.jacobi_sums(m, layout, theta, inv);
+        let rows_end = (layout.n_users + layout.n_items) * f;
+        let d = has_d(layout).then(|| &theta[layout.d_off()..layout.d_off() + f]);
+        // The coordinates whose 1/M is formed here.
+        let mut own: Vec<std::ops::Range<usize>> = layout.user_ranges();
+        if !shared {
+            own.extend(layout.shared_ranges());
+        }
+        self.install(|| {
+            if let (Some(d), true) = (d, f > 0) {
+                // UDV: ∂r̂/∂U_u = d ⊙ V_i, so each factor sum takes d².
+                inv[..rows_end].par_chunks_mut(f).for_each(|row| {
+                    for (x, d) in row.iter_mut().zip(d) {
+                        *x *= d * d;
+                    }
+                });
+            }
+            for range in own {
+                let end = range
+                    .end
+                    .min(if d.is_some() { rows_end } else { range.end });
+                inv[range.start..end]
+                    .par_iter_mut()
+                    .zip(&reg[range.start..end])
+                    .for_each(|(x, &r)| *x = 1.0 / shifted_diag(*x, r, shift));
+            }
+        });
         dsum
     }
 
@@ -382,7 +374,7 @@ impl CpuBackend {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn precond_build_host(
         &self,
-        m: &Matrix,
+        m: &CpuMatrix,
         layout: &Layout,
         theta: &[f32],
         reg: &[f32],
@@ -390,12 +382,16 @@ impl CpuBackend {
         pc: &mut CpuPrecond,
         sum: Option<crate::backend::SumHook<'_>>,
     ) -> crate::error::Result<()> {
-        if pc.kind == PrecondKind::None {
-            return Ok(());
-        }
-        let mut dsum = self.precond_side(layout, &m.by_user, theta, reg, shift, true, true, pc);
         let factor = sum.is_none();
-        self.precond_side(layout, &m.by_item, theta, reg, shift, false, factor, pc);
+        let mut dsum = match pc.kind {
+            PrecondKind::None => return Ok(()),
+            PrecondKind::Jacobi => self.jacobi_side(m, layout, theta, (reg, shift), !factor, pc),
+            PrecondKind::BlockJacobi => {
+                let dsum = self.precond_side(layout, &m.by_user, theta, reg, shift, true, true, pc);
+                self.precond_side(layout, &m.by_item, theta, reg, shift, false, factor, pc);
+                dsum
+            }
+        };
         if let Some(sum) = sum {
             self.sum_item_side(layout, reg, shift, pc, &mut dsum, sum)?;
         }

@@ -116,6 +116,18 @@ enum Pass<'a> {
     Grad,
     /// s = J v weights (and −e second-order terms for the Hessian).
     Curv { v: View<'a>, hessian: bool },
+    /// diag(JᵀJ) before UDV's d scaling: each coordinate's Σ (∂r̂/∂x)² with ∂r̂/∂(row) the
+    /// other side's row (the Jacobi preconditioner's build).
+    Diag,
+}
+
+/// What a two-sided pass computes: the gradient, a curvature product along a direction (with the
+/// Hessian's second-order terms or not), or the Jacobi preconditioner's sums.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Grad,
+    Curv(&'a [f32], bool),
+    Diag,
 }
 
 /// Item-side accumulation inside the user pass ("fused"): each block of users adds the item rows'
@@ -245,6 +257,7 @@ impl EntryCtx<'_> {
         let (th, f) = (self.th, self.f);
         let (a, b) = (&th.own[r * f..(r + 1) * f], self.b_row(c));
         match (self.pass, self.layout.kind) {
+            (Pass::Diag, _) => 0.0,
             (Pass::Curv { v, .. }, kind) => {
                 let (da, db) = (&v.own[r * f..(r + 1) * f], self.db_row(v, c));
                 match kind {
@@ -291,6 +304,21 @@ fn visit<S: Lanes>(
         Pass::Loss => {
             let e = vals[k] - with_biases(layout, dot, (ba, bb));
             *sq += (e as f64).powi(2);
+            return;
+        }
+        Pass::Diag => {
+            for (y, x) in acc.iter_mut().zip(b) {
+                *y += x * x;
+            }
+            *bias_acc += 1.0;
+            if let Some(sk) = sink {
+                // Seen from item c: its own row's squares.
+                let dst = &mut items[c * sk.width..(c + 1) * sk.width];
+                for (y, x) in dst[..f].iter_mut().zip(a) {
+                    *y += x * x;
+                }
+                dst[f] += 1.0;
+            }
             return;
         }
         Pass::Grad => {
@@ -601,6 +629,15 @@ impl BlockCtx<'_> {
                         }
                         if let Some(bo) = biases.as_deref_mut() {
                             bo[j] = bias_accs[jj];
+                        }
+                    }
+                    ModelKind::Udv if matches!(pass, Pass::Diag) => {
+                        // The unscaled sums, and Σ_i (U_uk V_ik)² = U_uk² S_kk for d.
+                        row.copy_from_slice(acc);
+                        if with_d {
+                            for t in 0..f {
+                                dpart[t] += (a[t] * a[t] * acc[t]) as f64;
+                            }
                         }
                     }
                     ModelKind::Udv => {
@@ -984,16 +1021,21 @@ impl CpuBackend {
         m: &CpuMatrix,
         layout: &Layout,
         theta: &[f32],
-        dir: Option<(&[f32], bool)>,
+        mode: Mode,
         out: &mut [f32],
-    ) -> f64 {
+    ) -> (f64, Vec<f64>) {
         let f = layout.rank;
-        let pass = |side| match dir {
-            None => Pass::Grad,
-            Some((v, hessian)) => Pass::Curv {
+        let pass = |side| match mode {
+            Mode::Grad => Pass::Grad,
+            Mode::Diag => Pass::Diag,
+            Mode::Curv(v, hessian) => Pass::Curv {
                 v: view(layout, v, side),
                 hessian,
             },
+        };
+        let dir = match mode {
+            Mode::Curv(v, _) => Some(v),
+            _ => None,
         };
         let o = out_blocks(layout, out);
         let udv = layout.kind == ModelKind::Udv;
@@ -1004,7 +1046,7 @@ impl CpuBackend {
                 let plan = m.plan.as_ref().filter(|p| p.blocks == blocks);
                 let sink = ItemSink {
                     th: view(layout, theta, Side::Items),
-                    v: dir.map(|(v, _)| view(layout, v, Side::Items)),
+                    v: dir.map(|v| view(layout, v, Side::Items)),
                     width: f + 1,
                 };
                 let (sq, dsum, bufs) = side_pass(
@@ -1083,7 +1125,19 @@ impl CpuBackend {
                 d[t] = dsum[t] as f32;
             }
         }
-        sq
+        (sq, dsum)
+    }
+
+    /// diag(JᵀJ) before UDV's d scaling, in `out` (θ-shaped; the d coordinates hold their sums
+    /// as f32), by the gradient's plan or passes; returns the d sums' f64 partials.
+    pub(super) fn jacobi_sums(
+        &self,
+        m: &CpuMatrix,
+        layout: &Layout,
+        theta: &[f32],
+        out: &mut [f32],
+    ) -> Vec<f64> {
+        self.two_sided(m, layout, theta, Mode::Diag, out).1
     }
 }
 
@@ -1195,7 +1249,7 @@ impl SparseOps for CpuBackend {
         theta: &Vec<f32>,
         grad: &mut Vec<f32>,
     ) -> Result<f64> {
-        Ok(self.two_sided(m, layout, theta, None, grad))
+        Ok(self.two_sided(m, layout, theta, Mode::Grad, grad).0)
     }
 
     fn curvature_product(
@@ -1208,7 +1262,7 @@ impl SparseOps for CpuBackend {
         curvature: Curvature,
     ) -> Result<()> {
         let hessian = curvature == Curvature::Hessian;
-        self.two_sided(m, layout, theta, Some((v, hessian)), out);
+        self.two_sided(m, layout, theta, Mode::Curv(v, hessian), out);
         Ok(())
     }
 
