@@ -296,38 +296,26 @@ fn main() {
         "{:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms",
         "sslf fused product"
     );
-    // The block preconditioner's build (untiled: per entry it adds a w × w outer product of one
-    // gathered row into that row's own packed block), for scale beside the product.
+    // Preconditioner builds, for scale beside the product: the block one (untiled: per entry
+    // it adds a w × w outer product of one gathered row into that row's own packed block), and
+    // the diagonal (Jacobi) one (per entry only w products, on the gradient's plan).
     let reg = be.zeros(layout.len()).unwrap();
-    let mut pc = be
-        .precond_new(&dm, &layout, PrecondKind::BlockJacobi, false)
-        .unwrap();
     let shift = Shift { gamma: 1.0, c: 0.0 };
-    let (lo, med, hi) = time(|| {
-        be.precond_build(&dm, &layout, &th, &reg, shift, &mut pc)
-            .unwrap()
-    });
-    println!(
-        "{:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms",
-        "sslf block-Jacobi build"
-    );
+    let build = |kind: PrecondKind, name: &str| {
+        let mut pc = be.precond_new(&dm, &layout, kind, false).unwrap();
+        let (lo, med, hi) = time(|| {
+            be.precond_build(&dm, &layout, &th, &reg, shift, &mut pc)
+                .unwrap()
+        });
+        println!("{name:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms");
+        pc
+    };
+    let pc = build(PrecondKind::BlockJacobi, "sslf block-Jacobi build");
     // Its apply (the two triangular solves per row), once per CG iteration.
     let (lo, med, hi) = time(|| be.precond_apply(&pc, &layout, &v, &mut out).unwrap());
     println!(
         "{:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms",
         "sslf block-Jacobi apply"
     );
-    // The diagonal (Jacobi) preconditioner's build: per entry only w products, so its gathers
-    // weigh as they do in a gradient.
-    let mut pc = be
-        .precond_new(&dm, &layout, PrecondKind::Jacobi, false)
-        .unwrap();
-    let (lo, med, hi) = time(|| {
-        be.precond_build(&dm, &layout, &th, &reg, shift, &mut pc)
-            .unwrap()
-    });
-    println!(
-        "{:<22} {lo:>9.1} {med:>9.1} {hi:>9.1} ms",
-        "sslf Jacobi build"
-    );
+    build(PrecondKind::Jacobi, "sslf Jacobi build");
 }
