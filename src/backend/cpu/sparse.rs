@@ -108,6 +108,13 @@ fn with_biases(layout: &Layout, dot: f32, (ba, bb): (f32, f32)) -> f32 {
     }
 }
 
+/// A pass's kind as a constant: each kind's walk is compiled apart, its loop holding only that
+/// kind's work.
+const LOSS: u8 = 0;
+const GRAD: u8 = 1;
+const CURV: u8 = 2;
+const DIAG: u8 = 3;
+
 /// What a pass computes for each own row.
 enum Pass<'a> {
     /// Σe² only.
@@ -119,6 +126,18 @@ enum Pass<'a> {
     /// diag(JᵀJ) before UDV's d scaling: each coordinate's Σ (∂r̂/∂x)² with ∂r̂/∂(row) the
     /// other side's row (the Jacobi preconditioner's build).
     Diag,
+}
+
+impl Pass<'_> {
+    /// Its kind ([`LOSS`], [`GRAD`], [`CURV`], [`DIAG`]).
+    fn kind(&self) -> u8 {
+        match self {
+            Pass::Loss => LOSS,
+            Pass::Grad => GRAD,
+            Pass::Curv { .. } => CURV,
+            Pass::Diag => DIAG,
+        }
+    }
 }
 
 /// What a two-sided pass computes: the gradient, a curvature product along a direction (with the
@@ -253,12 +272,12 @@ impl EntryCtx<'_> {
     /// The lane sum entry (row r, column c) needs before its updates: r̂'s factor part (loss
     /// and gradient), J v's (curvature).
     #[inline(always)]
-    fn dot<S: Lanes>(&self, ln: S, r: usize, c: usize) -> f32 {
+    fn dot<S: Lanes, const K: u8>(&self, ln: S, r: usize, c: usize) -> f32 {
         let (th, f) = (self.th, self.f);
         let (a, b) = (&th.own[r * f..(r + 1) * f], self.b_row(c));
-        match (self.pass, self.layout.kind) {
-            (Pass::Diag, _) => 0.0,
-            (Pass::Curv { v, .. }, kind) => {
+        match (K, self.pass, self.layout.kind) {
+            (DIAG, ..) => 0.0,
+            (CURV, Pass::Curv { v, .. }, kind) => {
                 let (da, db) = (&v.own[r * f..(r + 1) * f], self.db_row(v, c));
                 match kind {
                     ModelKind::Lf => lane_sum(ln, [da, b, a, db], |[da, b, a, db]| da * b + a * db),
@@ -269,8 +288,9 @@ impl EntryCtx<'_> {
                     ),
                 }
             }
-            (_, ModelKind::Lf) => lane_sum(ln, [a, b], |[a, b]| a * b),
-            (_, ModelKind::Udv) => lane_sum(ln, [a, b, &th.d[..f]], |[a, b, d]| a * d * b),
+            (CURV, ..) => unreachable!("a curvature kind without a direction"),
+            (_, _, ModelKind::Lf) => lane_sum(ln, [a, b], |[a, b]| a * b),
+            (_, _, ModelKind::Udv) => lane_sum(ln, [a, b, &th.d[..f]], |[a, b, d]| a * d * b),
         }
     }
 }
@@ -278,7 +298,7 @@ impl EntryCtx<'_> {
 /// One entry (the row in `row`, column c, its value at `vals[k]`): its terms go into the row's
 /// accumulators and, fused, into item c's row of the block's item buffer.
 #[inline(always)]
-fn visit<S: Lanes>(
+fn visit<S: Lanes, const K: u8>(
     ln: S,
     cx: &EntryCtx,
     row: &mut RowAcc,
@@ -300,13 +320,13 @@ fn visit<S: Lanes>(
     let b = cx.b_row(c);
     let bb = th.other_bias.get(c).copied().unwrap_or(0.0);
     // (w1, w2): the weight of ∂r̂ and, for the Hessian, of −e.
-    let (w1, w2) = match pass {
-        Pass::Loss => {
+    let (w1, w2) = match (K, pass) {
+        (LOSS, _) => {
             let e = vals[k] - with_biases(layout, dot, (ba, bb));
             *sq += (e as f64).powi(2);
             return;
         }
-        Pass::Diag => {
+        (DIAG, _) => {
             for (y, x) in acc.iter_mut().zip(b) {
                 *y += x * x;
             }
@@ -321,14 +341,14 @@ fn visit<S: Lanes>(
             }
             return;
         }
-        Pass::Grad => {
+        (GRAD, _) => {
             let e = vals[k] - with_biases(layout, dot, (ba, bb));
             *sq += (e as f64) * (e as f64);
             add_scaled(acc, -e, b);
             *bias_acc -= e;
             (-e, 0.0)
         }
-        Pass::Curv { v, hessian } => {
+        (_, Pass::Curv { v, hessian }) => {
             let s = if layout.kind == ModelKind::Lf && layout.biases {
                 dot + v.own_bias[r] + v.other_bias[c]
             } else {
@@ -344,6 +364,7 @@ fn visit<S: Lanes>(
             }
             (s, w)
         }
+        _ => unreachable!("pass and kind disagree"),
     };
     if let Some(sk) = sink {
         // Entry (r, c) seen from item c: its own row gets
@@ -395,7 +416,7 @@ struct BlockCtx<'a> {
 /// registers (no fused multiply-adds), so the same bits as the portable build.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn block_avx2(
+fn block_avx2<const K: u8>(
     avx: Avx,
     bc: &BlockCtx,
     rows: Option<&mut [f32]>,
@@ -403,7 +424,7 @@ fn block_avx2(
     bi: usize,
     blk: &std::ops::Range<usize>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
-    bc.block(avx, rows, biases, bi, blk)
+    bc.block::<_, K>(avx, rows, biases, bi, blk)
 }
 
 impl BlockCtx<'_> {
@@ -434,7 +455,7 @@ impl BlockCtx<'_> {
 
     /// Block `bi` (rows `blk`) of a pass: (Σe² partials, d-block partial, item buffer).
     #[inline(always)]
-    fn block<S: Lanes>(
+    fn block<S: Lanes, const K: u8>(
         &self,
         ln: S,
         mut rows: Option<&mut [f32]>,
@@ -519,8 +540,8 @@ impl BlockCtx<'_> {
                             &mut bias_accs,
                             &mut row_sq,
                         );
-                        let dot = cx.dot(ln, s0 + jj, c);
-                        visit(ln, cx, &mut row, (c, dot), (&pl.values[..], e), &mut items);
+                        let dot = cx.dot::<_, K>(ln, s0 + jj, c);
+                        visit::<_, K>(ln, cx, &mut row, (c, dot), (&pl.values[..], e), &mut items);
                     }
                 }
             } else {
@@ -589,8 +610,15 @@ impl BlockCtx<'_> {
                                 }
                             }
                             let c = csr.index[k] as usize;
-                            let dot = cx.dot(ln, r, c);
-                            visit(ln, cx, &mut row, (c, dot), (&csr.values[..], k), &mut items);
+                            let dot = cx.dot::<_, K>(ln, r, c);
+                            visit::<_, K>(
+                                ln,
+                                cx,
+                                &mut row,
+                                (c, dot),
+                                (&csr.values[..], k),
+                                &mut items,
+                            );
                         }
                     }
                     if c1 >= n_cols {
@@ -767,12 +795,25 @@ fn side_pass(
             .zip(bias_chunks.into_par_iter())
             .zip(blocks.par_iter().enumerate())
             .map(|((rows, biases), (bi, blk))| {
-                #[cfg(target_arch = "x86_64")]
-                if let Some(avx) = be.avx() {
-                    // SAFETY: the token exists only where the CPU has AVX2.
-                    return unsafe { block_avx2(avx, &bc, rows, biases, bi, blk) };
+                // One walk per kind of pass, in the AVX2 build where the CPU has it.
+                macro_rules! walk {
+                    ($k:expr) => {{
+                        #[cfg(target_arch = "x86_64")]
+                        if let Some(avx) = be.avx() {
+                            // SAFETY: the token exists only where the CPU has AVX2.
+                            return unsafe {
+                                block_avx2::<{ $k }>(avx, &bc, rows, biases, bi, blk)
+                            };
+                        }
+                        bc.block::<_, { $k }>(Portable, rows, biases, bi, blk)
+                    }};
                 }
-                bc.block(Portable, rows, biases, bi, blk)
+                match pass.kind() {
+                    LOSS => walk!(LOSS),
+                    GRAD => walk!(GRAD),
+                    CURV => walk!(CURV),
+                    _ => walk!(DIAG),
+                }
             })
             .collect()
     });
