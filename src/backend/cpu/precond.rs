@@ -347,7 +347,7 @@ impl CpuBackend {
             own.extend(layout.shared_ranges());
         }
         self.install(|| {
-            if let (Some(d), true) = (d, f > 0) {
+            if let Some(d) = d.filter(|_| f > 0) {
                 // UDV: ∂r̂/∂U_u = d ⊙ V_i, so each factor sum takes d².
                 inv[..rows_end].par_chunks_mut(f).for_each(|row| {
                     for (x, d) in row.iter_mut().zip(d) {
@@ -356,9 +356,12 @@ impl CpuBackend {
                 });
             }
             for range in own {
-                let end = range
-                    .end
-                    .min(if d.is_some() { rows_end } else { range.end });
+                // UDV's d block is formed from the f64 sums afterwards.
+                let end = if d.is_some() {
+                    range.end.min(rows_end)
+                } else {
+                    range.end
+                };
                 inv[range.start..end]
                     .par_iter_mut()
                     .zip(&reg[range.start..end])

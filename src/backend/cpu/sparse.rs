@@ -101,7 +101,7 @@ fn predict<S: Lanes>(
 /// r̂ from its factor part: μ + b + c added for a biased LF model.
 #[inline(always)]
 fn with_biases(layout: &Layout, dot: f32, (ba, bb): (f32, f32)) -> f32 {
-    if layout.kind == ModelKind::Lf && layout.biases {
+    if layout.has_biases() {
         dot + layout.mu + ba + bb
     } else {
         dot
@@ -349,7 +349,7 @@ fn visit<S: Lanes, const K: u8>(
             (-e, 0.0)
         }
         (_, Pass::Curv { v, hessian }) => {
-            let s = if layout.kind == ModelKind::Lf && layout.biases {
+            let s = if layout.has_biases() {
                 dot + v.own_bias[r] + v.other_bias[c]
             } else {
                 dot
@@ -659,7 +659,7 @@ impl BlockCtx<'_> {
                             bo[j] = bias_accs[jj];
                         }
                     }
-                    ModelKind::Udv if matches!(pass, Pass::Diag) => {
+                    ModelKind::Udv if K == DIAG => {
                         // The unscaled sums, and Σ_i (U_uk V_ik)² = U_uk² S_kk for d.
                         row.copy_from_slice(acc);
                         if with_d {
