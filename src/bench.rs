@@ -5,6 +5,8 @@
 //! Figures per op: milliseconds (median), entries × rank per second (each pass over the known
 //! entries counts once), and effective GB/s from a byte model of the minimum traffic:
 //! - copy, dot: 8 bytes per element (one read and one write, or two reads);
+//! - loss: per user 4 (offset) + 4f (own row), per entry 8 (index, rating) + 4f (the item row);
+//! - evaluate: per entry 12 (user, item, rating) + 8f (both factor rows);
 //! - gradient, one side: per row 4 (offset) + 8f (own row read, output row written), per entry
 //!   8 (index, rating) + 4f (the other factor row);
 //! - Gauss–Newton product, one side: per row 4 + 12f (own θ and v rows, output row), per entry
@@ -15,7 +17,7 @@
 use crate::backend::any::{self, BackendChoice};
 use crate::backend::{Backend, Curvature};
 use crate::config::{DataConfig, GpuConfig};
-use crate::data::{synth::SynthConfig, DataStats, Matrix};
+use crate::data::{synth::SynthConfig, DataStats, Matrix, Ratings};
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ModelKind};
 use crate::problem::Problem;
@@ -32,6 +34,11 @@ pub enum BenchOp {
     Copy,
     /// A dot product of two θ-sized vectors.
     Dot,
+    /// E(θ): the loss pass.
+    Loss,
+    /// Error sums of θ's predictions on the bench's entries (in user order) held as evaluation
+    /// entries.
+    Evaluate,
     /// The gradient (both sides).
     Gradient,
     /// The Gauss–Newton product (both sides).
@@ -54,9 +61,11 @@ pub enum BenchOp {
 
 impl BenchOp {
     /// The ops run when a config names none (`load` is asked for by name).
-    pub const ALL: [BenchOp; 8] = [
+    pub const ALL: [BenchOp; 10] = [
         BenchOp::Copy,
         BenchOp::Dot,
+        BenchOp::Loss,
+        BenchOp::Evaluate,
         BenchOp::Gradient,
         BenchOp::GnProduct,
         BenchOp::CgIteration,
@@ -69,6 +78,8 @@ impl BenchOp {
         match self {
             BenchOp::Copy => "copy",
             BenchOp::Dot => "dot",
+            BenchOp::Loss => "loss",
+            BenchOp::Evaluate => "evaluate",
             BenchOp::Gradient => "gradient",
             BenchOp::GnProduct => "gn_product",
             BenchOp::CgIteration => "cg_iteration",
@@ -221,6 +232,7 @@ pub struct Workload<'b, B: Backend> {
     cg_iters: usize,
     copy_src: Option<B::Vector>,
     copy_dst: Option<B::Vector>,
+    entries: Option<B::Entries>,
 }
 
 impl<'b, B: Backend> Workload<'b, B> {
@@ -256,6 +268,7 @@ impl<'b, B: Backend> Workload<'b, B> {
             cg_iters,
             copy_src: None,
             copy_dst: None,
+            entries: None,
         })
     }
 
@@ -269,6 +282,23 @@ impl<'b, B: Backend> Workload<'b, B> {
         be.fill(&mut dst, 2.0)?;
         self.copy_src = Some(src);
         self.copy_dst = Some(dst);
+        Ok(self)
+    }
+
+    /// Uploads the matrix's entries, in user order, as the evaluate op's entries.
+    pub fn with_entries(mut self, m: &Matrix) -> Result<Self> {
+        let c = &m.by_user;
+        let mut r = Ratings::with_capacity(c.nnz());
+        for u in 0..c.n_rows {
+            for k in c.row_range(u) {
+                r.push(u as u32, c.index[k], c.values[k]);
+            }
+        }
+        self.entries = Some(
+            self.problem
+                .backend
+                .upload_entries(&r, &self.problem.layout)?,
+        );
         Ok(self)
     }
 
@@ -286,6 +316,13 @@ impl<'b, B: Backend> Workload<'b, B> {
             }
             BenchOp::Dot => {
                 be.dot(&self.theta, &self.v)?;
+            }
+            BenchOp::Loss => {
+                p.loss(&self.theta)?;
+            }
+            BenchOp::Evaluate => {
+                let e = self.entries.as_ref().expect("with_entries");
+                be.evaluate(e, &p.layout, &self.theta, (f32::MIN, f32::MAX))?;
             }
             BenchOp::Gradient => {
                 p.gradient(&self.theta, &mut self.out)?;
@@ -346,6 +383,7 @@ impl<'b, B: Backend> Workload<'b, B> {
         let before = self.problem.counters().passes;
         match op {
             BenchOp::Copy | BenchOp::Dot => return Ok(0),
+            BenchOp::Evaluate => return Ok(1),
             BenchOp::GnProduct => return Ok(2),
             _ => self.run(op)?,
         }
@@ -366,6 +404,8 @@ impl<'b, B: Backend> Workload<'b, B> {
                 .as_ref()
                 .map(|s| 8.0 * self.problem.backend.vec_len(s) as f64),
             BenchOp::Dot => Some(2.0 * vec),
+            BenchOp::Loss => Some(l.n_users as f64 * (4.0 + 4.0 * f) + nnz * (8.0 + 4.0 * f)),
+            BenchOp::Evaluate => Some(nnz * (12.0 + 8.0 * f)),
             BenchOp::Gradient => Some(rows * (4.0 + 8.0 * f) + 2.0 * nnz * (8.0 + 4.0 * f)),
             BenchOp::GnProduct => Some(gn),
             BenchOp::CgIteration => Some(gn + 20.0 * vec),
@@ -413,6 +453,9 @@ fn bench_backend<B: Backend>(
     let mut w = Workload::new(b, m, cfg.rank, cfg.biases, cfg.cg_iters)?;
     if cfg.ops.contains(&BenchOp::Copy) {
         w = w.with_copy(cfg.copy_elements)?;
+    }
+    if cfg.ops.contains(&BenchOp::Evaluate) {
+        w = w.with_entries(m)?;
     }
     let mut rows = Vec::new();
     let mut copy_gbps = None;

@@ -719,7 +719,7 @@ fn side_pass(
     sink: Option<&ItemSink>,
     tile: Option<usize>,
     plan: Option<&TilePlan>,
-    sq_group: usize,
+    sq_sum: SqSum,
 ) -> (f64, Vec<f64>, Vec<Vec<f32>>) {
     let f = layout.rank;
     let dlen = if with_d { f } else { 0 };
@@ -777,6 +777,10 @@ fn side_pass(
         f,
         paired,
     };
+    let sq_group = match sq_sum {
+        SqSum::PerBlock(n) => n,
+        SqSum::Rows(_) => 1,
+    };
     let bc = BlockCtx {
         cx,
         csr,
@@ -820,16 +824,44 @@ fn side_pass(
     let mut sq = 0f64;
     let mut d = vec![0f64; dlen];
     let mut item_bufs = Vec::new();
+    // With per-row sums, the partial of the group of `n` rows being added, and its rows so far.
+    let (mut group, mut in_group) = (0f64, 0usize);
     for (s, dp, items) in partials {
-        for x in s {
-            sq += x;
+        match sq_sum {
+            SqSum::PerBlock(_) => {
+                for x in s {
+                    sq += x;
+                }
+            }
+            SqSum::Rows(n) => {
+                for x in s {
+                    group += x;
+                    in_group += 1;
+                    if in_group == n {
+                        sq += group;
+                        (group, in_group) = (0.0, 0);
+                    }
+                }
+            }
         }
         for t in 0..dlen {
             d[t] += dp[t];
         }
         item_bufs.push(items);
     }
+    if in_group > 0 {
+        sq += group;
+    }
     (sq, d, item_bufs)
+}
+
+/// How a pass adds its rows' Σe² (each row's own sum is added in column order either way).
+#[derive(Clone, Copy)]
+enum SqSum {
+    /// Partials of `n` rows from each block's start, added in order.
+    PerBlock(usize),
+    /// Partials of `n` rows from row 0, added in order: the same bits for any blocks.
+    Rows(usize),
 }
 
 /// Blocks of `ROWS` rows (when tiled, of one tile's rows rounded up to a multiple of `ROWS`):
@@ -999,22 +1031,25 @@ impl CpuMatrix {
 }
 
 /// Entries on the CPU backend: the ratings as given and, when tiled, the order a tiled pass
-/// walks them in (tiles of t users × t items, user tiles in order, item tiles in order inside
-/// each, (user, item) order inside a tile) with each entry's place in that order. Evaluation
-/// predicts in tile order and sums in the given order, so its sums do not depend on the tiles.
+/// walks them in (the fused passes' plan's tiles of [`PLAN_ROWS`] users × its columns where a
+/// plan pays, else the cursor walk's t × t where tiles pay; user tiles in order, item tiles in
+/// order inside each, (user, item, place) order inside a tile) with each entry's place in that
+/// order. Evaluation predicts in tile order and sums in the given order, so its sums do not
+/// depend on the tiles.
 pub struct CpuEntries {
     ratings: Ratings,
     tiled: Option<(Vec<u32>, Vec<u32>)>,
 }
 
 impl CpuEntries {
-    fn new(r: &Ratings, tile: Option<usize>) -> Self {
-        let tiled = tile.map(|t| {
-            let t = t.max(1) as u32;
+    /// `tile`: (users, items) per tile, or None for the given order.
+    fn new(r: &Ratings, tile: Option<(usize, usize)>) -> Self {
+        let tiled = tile.map(|(tu, ti)| {
+            let (tu, ti) = (tu.max(1) as u32, ti.max(1) as u32);
             let mut order: Vec<u32> = (0..r.nnz() as u32).collect();
-            order.sort_by_key(|&k| {
+            order.par_sort_unstable_by_key(|&k| {
                 let (u, i) = (r.users[k as usize], r.items[k as usize]);
-                (u / t, i / t, u, i)
+                (u / tu, i / ti, u, i, k)
             });
             let mut place = vec![0u32; order.len()];
             for (j, &k) in order.iter().enumerate() {
@@ -1103,7 +1138,7 @@ impl CpuBackend {
                     Some(&sink),
                     tile_of(&m.by_user),
                     plan,
-                    usize::MAX,
+                    SqSum::PerBlock(usize::MAX),
                 );
                 // Item rows: the blocks' buffers added in block order.
                 let width = sink.width;
@@ -1141,7 +1176,7 @@ impl CpuBackend {
                     None,
                     user_tile,
                     None,
-                    ROWS,
+                    SqSum::PerBlock(ROWS),
                 );
                 side_pass(
                     self,
@@ -1156,7 +1191,7 @@ impl CpuBackend {
                     None,
                     item_tile,
                     None,
-                    ROWS,
+                    SqSum::PerBlock(ROWS),
                 );
                 (sq, dsum)
             }
@@ -1179,6 +1214,79 @@ impl CpuBackend {
         out: &mut [f32],
     ) -> Vec<f64> {
         self.two_sided(m, layout, theta, Mode::Diag, out).1
+    }
+}
+
+/// θ's predictions of entries `first..first + out.len()` of `e` (with `order`, of the entries
+/// it lists) into `out`, asking the rows of the entries `PREFETCH_AHEAD` on into cache.
+#[inline(always)]
+fn predictions<S: Lanes>(
+    ln: S,
+    layout: &Layout,
+    th: &View,
+    e: &Ratings,
+    order: Option<&[u32]>,
+    first: usize,
+    out: &mut [f32],
+) {
+    let (f, n) = (layout.rank, out.len());
+    let entry = |j: usize| match order {
+        Some(o) => o.get(j).map(|&k| k as usize),
+        None => (j < n).then_some(first + j),
+    };
+    for (j, slot) in out.iter_mut().enumerate() {
+        if let Some(k) = entry(j + PREFETCH_AHEAD) {
+            prefetch(th.own, e.users[k] as usize * f, f);
+            prefetch(th.other, e.items[k] as usize * f, f);
+        }
+        let k = entry(j).expect("one entry per output");
+        let (u, i) = (e.users[k] as usize, e.items[k] as usize);
+        *slot = predict(
+            ln,
+            layout,
+            &th.own[u * f..(u + 1) * f],
+            &th.other[i * f..(i + 1) * f],
+            (
+                th.own_bias.get(u).copied().unwrap_or(0.0),
+                th.other_bias.get(i).copied().unwrap_or(0.0),
+            ),
+            th.d,
+        );
+    }
+}
+
+/// [`predictions`] compiled for AVX2 (the same bits; see [`block_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn predictions_avx2(
+    avx: Avx,
+    layout: &Layout,
+    th: &View,
+    e: &Ratings,
+    order: Option<&[u32]>,
+    first: usize,
+    out: &mut [f32],
+) {
+    predictions(avx, layout, th, e, order, first, out)
+}
+
+impl CpuBackend {
+    /// [`predictions`], in the AVX2 build where the CPU has it.
+    fn predictions(
+        &self,
+        layout: &Layout,
+        th: &View,
+        e: &Ratings,
+        order: Option<&[u32]>,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx) = self.avx() {
+            // SAFETY: the token exists only where the CPU has AVX2.
+            return unsafe { predictions_avx2(avx, layout, th, e, order, first, out) };
+        }
+        predictions(Portable, layout, th, e, order, first, out)
     }
 }
 
@@ -1257,28 +1365,47 @@ impl SparseOps for CpuBackend {
     }
     fn upload_entries(&self, r: &Ratings, layout: &Layout) -> Result<CpuEntries> {
         check_entries(r, layout)?;
-        let tile = self.tile(layout.rank, layout.n_users, layout.n_items, r.nnz());
-        Ok(CpuEntries::new(r, tile))
+        // The fused passes' plan's tiles where a plan pays, else the cursor walk's where they do.
+        let tile = match self.plan_tile(layout.rank, layout.n_items) {
+            Some(cols) => Some((self.plan_rows, cols)),
+            None => self
+                .tile(layout.rank, layout.n_users, layout.n_items, r.nnz())
+                .map(|t| (t, t)),
+        };
+        Ok(self.install(|| CpuEntries::new(r, tile)))
     }
 
     fn sq_error(&self, m: &CpuMatrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
         let th = view(layout, theta, Side::Users);
         let c = &m.by_user;
-        let tile = self.tile(layout.rank, c.n_rows, c.n_cols, c.nnz());
+        // On the fused passes' plan where there is one (its blocks, per-row sums); else the
+        // cursor walk. Partials of `ROWS` rows from row 0 either way: the same bits.
+        let (blocks, tile, plan, sq_sum) = match &m.plan {
+            Some(pl) => (pl.blocks.clone(), None, Some(pl), SqSum::Rows(ROWS)),
+            None => {
+                let tile = self.tile(layout.rank, c.n_rows, c.n_cols, c.nnz());
+                (
+                    row_blocks(m.n_users(), tile),
+                    tile,
+                    None,
+                    SqSum::PerBlock(ROWS),
+                )
+            }
+        };
         Ok(side_pass(
             self,
             layout,
-            &m.by_user,
+            c,
             &th,
             &Pass::Loss,
-            &row_blocks(m.n_users(), tile),
+            &blocks,
             None,
             None,
             false,
             None,
             tile,
-            None,
-            ROWS,
+            plan,
+            sq_sum,
         )
         .0)
     }
@@ -1315,44 +1442,30 @@ impl SparseOps for CpuBackend {
         clip: (f32, f32),
     ) -> Result<EvalSums> {
         let th = view(layout, theta, Side::Users);
-        let f = layout.rank;
         let e = &entries.ratings;
         let n = e.nnz();
-        let pred = |k: usize| {
-            let (u, i) = (e.users[k] as usize, e.items[k] as usize);
-            predict(
-                Portable,
-                layout,
-                &th.own[u * f..(u + 1) * f],
-                &th.other[i * f..(i + 1) * f],
-                (
-                    th.own_bias.get(u).copied().unwrap_or(0.0),
-                    th.other_bias.get(i).copied().unwrap_or(0.0),
-                ),
-                th.d,
-            )
-        };
         let partials: Vec<[f64; 4]> = self.install(|| {
             // Tiled: the predictions in tile order first, then the sums in the given order.
             let preds: Option<(Vec<f32>, &[u32])> = entries.tiled.as_ref().map(|(order, place)| {
                 let mut p = vec![0f32; n];
                 p.par_chunks_mut(CHUNK)
                     .zip(order.par_chunks(CHUNK))
-                    .for_each(|(p, o)| {
-                        for (p, &k) in p.iter_mut().zip(o) {
-                            *p = pred(k as usize);
-                        }
-                    });
+                    .for_each(|(p, o)| self.predictions(layout, &th, e, Some(o), 0, p));
                 (p, place.as_slice())
             });
             (0..n.div_ceil(CHUNK))
                 .into_par_iter()
                 .map(|blk| {
+                    let ks = blk * CHUNK..((blk + 1) * CHUNK).min(n);
+                    let mut own = [0f32; CHUNK];
+                    if preds.is_none() {
+                        self.predictions(layout, &th, e, None, ks.start, &mut own[..ks.len()]);
+                    }
                     let mut s = [0f64; 4];
-                    for k in blk * CHUNK..((blk + 1) * CHUNK).min(n) {
+                    for k in ks.clone() {
                         let pred = match &preds {
                             Some((p, place)) => p[place[k] as usize],
-                            None => pred(k),
+                            None => own[k - ks.start],
                         };
                         let err = (e.values[k] - pred) as f64;
                         let errc = (e.values[k] - pred.clamp(clip.0, clip.1)) as f64;
