@@ -1030,15 +1030,22 @@ impl CpuMatrix {
     }
 }
 
-/// Entries on the CPU backend: the ratings as given and, when tiled, the order a tiled pass
-/// walks them in (the fused passes' plan's tiles of [`PLAN_ROWS`] users × its columns where a
-/// plan pays, else the cursor walk's t × t where tiles pay; user tiles in order, item tiles in
-/// order inside each, (user, item, place) order inside a tile) with each entry's place in that
-/// order. Evaluation predicts in tile order and sums in the given order, so its sums do not
-/// depend on the tiles.
+/// Entries on the CPU backend: the ratings as given and, when tiled, their users and items in
+/// the order a tiled pass walks them (the fused passes' plan's tiles of [`PLAN_ROWS`] users × its
+/// columns where a plan pays, else the cursor walk's t × t where tiles pay; user tiles in order,
+/// item tiles in order inside each, (user, item, place) order inside a tile) with each entry's
+/// place in that order. Evaluation predicts in tile order and sums in the given order, so its
+/// sums do not depend on the tiles.
 pub struct CpuEntries {
     ratings: Ratings,
-    tiled: Option<(Vec<u32>, Vec<u32>)>,
+    tiled: Option<TileOrder>,
+}
+
+/// Entries in tile order: users and items, and where each entry of the given order went.
+struct TileOrder {
+    users: Vec<u32>,
+    items: Vec<u32>,
+    place: Vec<u32>,
 }
 
 impl CpuEntries {
@@ -1055,7 +1062,11 @@ impl CpuEntries {
             for (j, &k) in order.iter().enumerate() {
                 place[k as usize] = j as u32;
             }
-            (order, place)
+            TileOrder {
+                users: order.par_iter().map(|&k| r.users[k as usize]).collect(),
+                items: order.par_iter().map(|&k| r.items[k as usize]).collect(),
+                place,
+            }
         });
         CpuEntries {
             ratings: r.clone(),
@@ -1217,30 +1228,25 @@ impl CpuBackend {
     }
 }
 
-/// θ's predictions of entries `first..first + out.len()` of `e` (with `order`, of the entries
-/// it lists) into `out`, asking the rows of the entries `PREFETCH_AHEAD` on into cache.
+/// θ's predictions of the entries (`users[j]`, `items[j]`) into `out[j]`, asking the rows of
+/// the entry `PREFETCH_AHEAD` on into cache.
 #[inline(always)]
 fn predictions<S: Lanes>(
     ln: S,
     layout: &Layout,
     th: &View,
-    e: &Ratings,
-    order: Option<&[u32]>,
-    first: usize,
+    users: &[u32],
+    items: &[u32],
     out: &mut [f32],
 ) {
-    let (f, n) = (layout.rank, out.len());
-    let entry = |j: usize| match order {
-        Some(o) => o.get(j).map(|&k| k as usize),
-        None => (j < n).then_some(first + j),
-    };
+    let f = layout.rank;
     for (j, slot) in out.iter_mut().enumerate() {
-        if let Some(k) = entry(j + PREFETCH_AHEAD) {
-            prefetch(th.own, e.users[k] as usize * f, f);
-            prefetch(th.other, e.items[k] as usize * f, f);
+        if let (Some(&u), Some(&i)) = (users.get(j + PREFETCH_AHEAD), items.get(j + PREFETCH_AHEAD))
+        {
+            prefetch(th.own, u as usize * f, f);
+            prefetch(th.other, i as usize * f, f);
         }
-        let k = entry(j).expect("one entry per output");
-        let (u, i) = (e.users[k] as usize, e.items[k] as usize);
+        let (u, i) = (users[j] as usize, items[j] as usize);
         *slot = predict(
             ln,
             layout,
@@ -1262,12 +1268,11 @@ fn predictions_avx2(
     avx: Avx,
     layout: &Layout,
     th: &View,
-    e: &Ratings,
-    order: Option<&[u32]>,
-    first: usize,
+    users: &[u32],
+    items: &[u32],
     out: &mut [f32],
 ) {
-    predictions(avx, layout, th, e, order, first, out)
+    predictions(avx, layout, th, users, items, out)
 }
 
 impl CpuBackend {
@@ -1276,17 +1281,16 @@ impl CpuBackend {
         &self,
         layout: &Layout,
         th: &View,
-        e: &Ratings,
-        order: Option<&[u32]>,
-        first: usize,
+        users: &[u32],
+        items: &[u32],
         out: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
         if let Some(avx) = self.avx() {
             // SAFETY: the token exists only where the CPU has AVX2.
-            return unsafe { predictions_avx2(avx, layout, th, e, order, first, out) };
+            return unsafe { predictions_avx2(avx, layout, th, users, items, out) };
         }
-        predictions(Portable, layout, th, e, order, first, out)
+        predictions(Portable, layout, th, users, items, out)
     }
 }
 
@@ -1446,12 +1450,12 @@ impl SparseOps for CpuBackend {
         let n = e.nnz();
         let partials: Vec<[f64; 4]> = self.install(|| {
             // Tiled: the predictions in tile order first, then the sums in the given order.
-            let preds: Option<(Vec<f32>, &[u32])> = entries.tiled.as_ref().map(|(order, place)| {
+            let preds: Option<(Vec<f32>, &[u32])> = entries.tiled.as_ref().map(|t| {
                 let mut p = vec![0f32; n];
                 p.par_chunks_mut(CHUNK)
-                    .zip(order.par_chunks(CHUNK))
-                    .for_each(|(p, o)| self.predictions(layout, &th, e, Some(o), 0, p));
-                (p, place.as_slice())
+                    .zip(t.users.par_chunks(CHUNK).zip(t.items.par_chunks(CHUNK)))
+                    .for_each(|(p, (us, is))| self.predictions(layout, &th, us, is, p));
+                (p, t.place.as_slice())
             });
             (0..n.div_ceil(CHUNK))
                 .into_par_iter()
@@ -1459,7 +1463,8 @@ impl SparseOps for CpuBackend {
                     let ks = blk * CHUNK..((blk + 1) * CHUNK).min(n);
                     let mut own = [0f32; CHUNK];
                     if preds.is_none() {
-                        self.predictions(layout, &th, e, None, ks.start, &mut own[..ks.len()]);
+                        let (us, is) = (&e.users[ks.clone()], &e.items[ks.clone()]);
+                        self.predictions(layout, &th, us, is, &mut own[..ks.len()]);
                     }
                     let mut s = [0f64; 4];
                     for k in ks.clone() {
