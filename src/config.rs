@@ -162,8 +162,9 @@ impl From<&GpuConfig> for crate::backend::gpu::GpuOptions {
 #[serde(deny_unknown_fields, default)]
 pub struct CpuConfig {
     /// Tile size of the sparse passes, in items: the fused gradient and curvature passes, the
-    /// loss and the Jacobi build walk a tile plan of `backend::cpu::PLAN_ROWS` users × n items
-    /// computed once per matrix, and evaluation predicts in the same tiles' order; the other
+    /// Jacobi build and (where it pays, `plan_pays_for_loss`) the loss walk a tile plan of
+    /// `backend::cpu::PLAN_ROWS` users × n items computed once per matrix, and evaluation
+    /// predicts in the same tiles' order; the other
     /// passes walk n rows × n columns of whichever side they reduce over. A tile's rows of
     /// every array a pass touches stay in L2. `null` picks n from the rank to fill 1 MiB of L2
     /// (`backend::cpu::auto_tile`: 2,624 at rank 32, 640 at rank 128) where it pays

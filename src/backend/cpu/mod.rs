@@ -217,6 +217,17 @@ pub fn plan_pays(t: usize, other: usize) -> bool {
     other > t
 }
 
+/// Whether the loss pass walks the fused passes' plan (groups of `rows` of the `own` rows, `nnz`
+/// entries over `other` columns) rather than the rows' cursors: where a tile of the plan finds
+/// each column twice or more on average. The loss gathers one array, not three, and a plan visits
+/// a row's θ once per entry, not once per row: measured on a 2-core VM at rank 32
+/// (benches/RESULTS.md, 2026-12-05), 1M users × 20k / 50k / 200k items × 20M entries (8.2, 3.3
+/// and 0.8 per column and tile of [`PLAN_ROWS`] users), the plan's loss took 10–20% and 22–25%
+/// less time, and 7% more.
+pub fn plan_pays_for_loss(rows: usize, own: usize, other: usize, nnz: usize) -> bool {
+    nnz as f64 / own.max(1) as f64 * rows as f64 / other.max(1) as f64 >= 2.0
+}
+
 impl Backend for CpuBackend {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {

@@ -7,7 +7,7 @@
 use super::lanes::Avx;
 use super::lanes::{lane_sum, Lanes, Portable};
 use super::vector::CHUNK;
-use super::{CpuBackend, Fusion};
+use super::{plan_pays_for_loss, CpuBackend, Fusion};
 use crate::backend::{
     check_entries, check_shape, Curvature, EvalSums, PrecondKind, Shift, SparseOps,
 };
@@ -1382,9 +1382,13 @@ impl SparseOps for CpuBackend {
     fn sq_error(&self, m: &CpuMatrix, layout: &Layout, theta: &Vec<f32>) -> Result<f64> {
         let th = view(layout, theta, Side::Users);
         let c = &m.by_user;
-        // On the fused passes' plan where there is one (its blocks, per-row sums); else the
-        // cursor walk. Partials of `ROWS` rows from row 0 either way: the same bits.
-        let (blocks, tile, plan, sq_sum) = match &m.plan {
+        // On the fused passes' plan where there is one and it pays for the loss (its blocks,
+        // per-row sums); else the cursor walk. Partials of `ROWS` rows from row 0 either way:
+        // the same bits.
+        let plan = m.plan.as_ref().filter(|pl| {
+            self.tile_items.is_some() || plan_pays_for_loss(pl.rows, c.n_rows, c.n_cols, c.nnz())
+        });
+        let (blocks, tile, plan, sq_sum) = match plan {
             Some(pl) => (pl.blocks.clone(), None, Some(pl), SqSum::Rows(ROWS)),
             None => {
                 let tile = self.tile(layout.rank, c.n_rows, c.n_cols, c.nnz());
