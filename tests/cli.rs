@@ -368,3 +368,70 @@ fn default_run_stops_early_once_lm_only_rejects() {
     );
     assert_eq!(epochs, best + 10, "patience 10 after the best epoch");
 }
+
+#[test]
+fn bench_times_every_op_and_writes_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sslf(
+        dir.path(),
+        &[
+            "bench",
+            "--set",
+            r#"backends=["cpu"]"#,
+            "--set",
+            "data.synthetic.n_users=300",
+            "--set",
+            "data.synthetic.n_items=100",
+            "--set",
+            "data.synthetic.nnz=3000",
+            "--set",
+            "copy_elements=65536",
+            "--set",
+            "repeats=3",
+            "--set",
+            "warmup=0",
+            "--set",
+            "output=b.json",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("b.json")).unwrap()).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        [
+            "copy",
+            "dot",
+            "loss",
+            "evaluate",
+            "gradient",
+            "gn_product",
+            "cg_iteration",
+            "slf_epoch",
+            "sslf_epoch",
+            "topn"
+        ]
+    );
+    for r in rows {
+        let (lo, med, hi) = (
+            r["min_ms"].as_f64().unwrap(),
+            r["ms"].as_f64().unwrap(),
+            r["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < lo && lo <= med && med <= hi, "{r}");
+        assert!(out.contains(r["op"].as_str().unwrap()), "{out}");
+    }
+    // The passes over the entries: one for the loss and for evaluation, two for a gradient.
+    for (op, passes) in [("loss", 1.0), ("evaluate", 1.0), ("gradient", 2.0)] {
+        let r = rows.iter().find(|r| r["op"] == op).unwrap();
+        let counted = r["gentries_rank_per_s"].as_f64().unwrap() * r["ms"].as_f64().unwrap() * 1e6;
+        let want = passes * r["nnz"].as_f64().unwrap() * 32.0;
+        assert!(
+            (counted - want).abs() < 1e-6 * want,
+            "{op}: {counted} vs {want}"
+        );
+    }
+}
