@@ -131,8 +131,9 @@ impl SideTask<'_> {
         let mut work = vec![0f32; factor_work_len(w)];
         let mut gram = vec![0f32; t];
         // Block jacobi sums row j of the block in its first whole chunks covering
-        // columns 0..=j (the lanes past j are scratch), then packs the triangle.
-        let mut rows = vec![0f32; w * h];
+        // columns 0..=j (the lanes past j, and the rows past w, are scratch), then packs the
+        // triangle.
+        let mut rows = vec![0f32; h * h];
         for r in k * ROWS..((k + 1) * ROWS).min(n_rows) {
             gram.fill(0.0);
             rows.fill(0.0);
@@ -146,12 +147,9 @@ impl SideTask<'_> {
                 }
                 let c = csr.index[e] as usize;
                 entry_vector(layout, theta, users, c, &mut x);
-                for (j, row) in rows.chunks_exact_mut(h).enumerate() {
-                    let n = (j + 1).next_multiple_of(CHUNK);
-                    add_scaled_chunks(&mut row[..n], x[j], &x[..n]);
-                }
+                gram_update(&mut rows, &x);
             }
-            for (j, row) in rows.chunks_exact(h).enumerate() {
+            for (j, row) in rows.chunks_exact(h).take(w).enumerate() {
                 gram[packed_at(j, 0)..=packed_at(j, j)].copy_from_slice(&row[..=j]);
             }
             if udv_d {
@@ -179,6 +177,53 @@ impl SideTask<'_> {
             out[j * t..(j + 1) * t].copy_from_slice(&gram);
         }
         dpart
+    }
+}
+
+/// One entry's outer product x·xᵀ added into the rows of a block being summed: `rows` holds h
+/// rows of h floats (h = x's length, a multiple of [`CHUNK`]), and row j gets x_j·x over its
+/// first whole chunks covering columns 0..=j, each float the one product x_j·x_l added to it (as
+/// [`add_scaled_chunks`] does row by row). Blocks of up to 12 chunks a side are unrolled for
+/// their width, without the per-row slicing of the general loop.
+#[inline(always)]
+fn gram_update(rows: &mut [f32], x: &[f32]) {
+    let nb = x.len() / CHUNK;
+    macro_rules! fixed {
+        ($($n:literal)*) => {
+            match nb {
+                $($n => return gram_update_fixed::<$n>(rows, x),)*
+                _ => {}
+            }
+        };
+    }
+    fixed!(1 2 3 4 5 6 7 8 9 10 11 12);
+    let h = x.len();
+    for (j, row) in rows.chunks_exact_mut(h).enumerate() {
+        let n = (j + 1).next_multiple_of(CHUNK);
+        add_scaled_chunks(&mut row[..n], x[j], &x[..n]);
+    }
+}
+
+/// [`gram_update`] for blocks of `NB` chunks a side.
+#[inline(always)]
+fn gram_update_fixed<const NB: usize>(rows: &mut [f32], x: &[f32]) {
+    // Rows of NB chunks, in groups of a chunk's worth of rows: group b's rows take chunks 0..=b.
+    let (rows, _) = rows.as_chunks_mut::<CHUNK>();
+    let (rows, _) = rows.as_chunks_mut::<NB>();
+    let (groups, _) = rows.as_chunks_mut::<CHUNK>();
+    let (xs, _) = x.as_chunks::<CHUNK>();
+    let (xs, _) = xs.as_chunks::<NB>();
+    let x: &[[f32; CHUNK]; NB] = &xs[0];
+    for (b, group) in groups[..NB].iter_mut().enumerate() {
+        for (row, &s) in group.iter_mut().zip(&x[b]) {
+            for (y, xc) in row.iter_mut().zip(x).take(b + 1) {
+                let mut t = *y;
+                for l in 0..CHUNK {
+                    t[l] += s * xc[l];
+                }
+                *y = t;
+            }
+        }
     }
 }
 
@@ -574,6 +619,37 @@ impl CpuBackend {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn gram_update_adds_what_the_row_by_row_chunks_add() {
+        // Unrolled widths (1–12 chunks) and the general loop past them.
+        for nb in 1..=13 {
+            let h = nb * CHUNK;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(nb as u64);
+            let (mut got, mut want) = (vec![0f32; h * h], vec![0f32; h * h]);
+            for _ in 0..5 {
+                let x: Vec<f32> = (0..h).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+                gram_update(&mut got, &x);
+                for (j, row) in want.chunks_exact_mut(h).enumerate() {
+                    let n = (j + 1).next_multiple_of(CHUNK);
+                    add_scaled_chunks(&mut row[..n], x[j], &x[..n]);
+                }
+            }
+            assert!(want.iter().any(|&v| v != 0.0));
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{nb} chunks"
+            );
         }
     }
 }
