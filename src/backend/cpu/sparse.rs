@@ -90,12 +90,17 @@ fn predict<S: Lanes>(
     biases: (f32, f32),
     d: &[f32],
 ) -> f32 {
+    with_biases(layout, factor_dot(s, layout, a, b, d), biases)
+}
+
+/// r̂'s factor part from the two factor rows: a·b (LF) or Σ a d b (UDV).
+#[inline(always)]
+fn factor_dot<S: Lanes>(s: S, layout: &Layout, a: &[f32], b: &[f32], d: &[f32]) -> f32 {
     let n = a.len();
-    let dot = match layout.kind {
+    match layout.kind {
         ModelKind::Lf => lane_sum(s, [a, &b[..n]], |[a, b]| a * b),
         ModelKind::Udv => lane_sum(s, [a, &b[..n], &d[..n]], |[a, b, d]| a * d * b),
-    };
-    with_biases(layout, dot, biases)
+    }
 }
 
 /// r̂ from its factor part: μ + b + c added for a biased LF model.
@@ -289,8 +294,7 @@ impl EntryCtx<'_> {
                 }
             }
             (CURV, ..) => unreachable!("a curvature kind without a direction"),
-            (_, _, ModelKind::Lf) => lane_sum(ln, [a, b], |[a, b]| a * b),
-            (_, _, ModelKind::Udv) => lane_sum(ln, [a, b, &th.d[..f]], |[a, b, d]| a * d * b),
+            _ => factor_dot(ln, self.layout, a, b, th.d),
         }
     }
 }
